@@ -1,0 +1,97 @@
+"""Train a ViT on CIFAR-100, evaluate it, and write a model folder.
+
+    python train.py --preset compact --data-dir ../shared/data/cifar100
+    python train.py --preset compact --output-dir runs/compact --resume   # after Ctrl-C
+    python train.py --preset tiny --epochs 2 --limit-train 2048            # smoke run
+
+Writes OUTPUT_DIR/{config.json, metadata.json, model.weights.h5, labels.json,
+metrics.json, history.csv, curves.png, README.md} and OUTPUT_DIR/checkpoint/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="compact", help="tutorial | compact | gpu | tiny")
+    p.add_argument("--epochs", type=int, help="default: the preset's")
+    p.add_argument("--batch-size", type=int, help="default: the preset's")
+    p.add_argument("--lr", type=float, help="peak learning rate; default: the preset's")
+    p.add_argument("--weight-decay", type=float, help="AdamW decay; default: the preset's")
+    p.add_argument("--data-dir", help="CIFAR-100 python folder (else $CIFAR100_DIR, else download)")
+    p.add_argument("--output-dir", help="default: runs/<preset>")
+    p.add_argument("--limit-train", type=int, metavar="N", help="use the first N training images")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    p.add_argument("--strategy", choices=["auto", "mirrored", "default"], default="auto",
+                   help="auto: MirroredStrategy when more than one GPU is visible")
+    p.add_argument("--cpu-devices", type=int, default=0,
+                   help="split the CPU into N logical devices (to try --strategy mirrored)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    if args.cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
+    import vit
+    from vit import data, export, training
+
+    try:
+        config = vit.get_preset(args.preset)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "weight_decay": args.weight_decay}
+    config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    output_dir = args.output_dir or os.path.join("runs", args.preset)
+    try:
+        dataset = data.load_cifar100(args.data_dir)
+    except data.DataUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    training.set_precision(args.mixed_precision)
+    model, state = training.fit(
+        config, dataset, output_dir, seed=args.seed, resume=args.resume,
+        limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
+        verbose="auto" if sys.stdout.isatty() else 2)
+    config = state["config"]
+    metrics = training.evaluate(model, dataset.x_test, dataset.y_test)
+    seconds = state["train_seconds"]
+    images = state["train_images"] * config.epochs
+    metrics.update({
+        "preset": args.preset, "epochs": config.epochs, "seed": state["seed"],
+        "train_images": state["train_images"], "val_images": state["val_images"],
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(images / seconds, 1) if seconds else None,
+        "mixed_precision": args.mixed_precision,
+        "hardware": f"{platform.processor() or platform.machine()}, "
+                    f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
+        "command": "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+    })
+    if state["history"]:
+        last = state["history"][-1]
+        metrics.update({k: last[k] for k in ("val_top1", "val_top5", "val_loss") if k in last})
+    export.write_model_folder(model, output_dir, config=config, metrics=metrics,
+                              history=state["history"], label_names=dataset.label_names)
+    print(f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f} "
+          f"loss={metrics['test_loss']:.4f} -> {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

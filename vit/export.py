@@ -1,0 +1,81 @@
+"""Write a trained model folder: Keras' unzipped layout plus its paperwork.
+
+The folder is what the Hub receives and what the app loads:
+config.json, metadata.json, model.weights.h5 (Keras), labels.json,
+metrics.json, history.csv, curves.png and README.md (the model card).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+
+import keras
+
+from .card import build_model_card
+
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_history_csv(history: list[dict], path: str) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def plot_curves(history: list[dict], path: str, title: str = "") -> None:
+    """Train/val accuracy and loss per epoch, like the tutorial's plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, key, label in ((axes[0], "top1", "top-1 accuracy"), (axes[1], "loss", "loss")):
+        ax.plot(epochs, [row.get(key) for row in history], label="train")
+        if any(f"val_{key}" in row for row in history):
+            ax.plot(epochs, [row.get(f"val_{key}") for row in history], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: dict,
+                       history: list[dict], label_names: list[str],
+                       repo_id: str | None = None) -> dict:
+    """Save everything; returns the metrics as written (with the weights' sha256)."""
+    os.makedirs(output_dir, exist_ok=True)
+    model.save(output_dir, zipped=False)
+    metrics = {**metrics, "config": config.to_dict(),
+               "parameters": int(model.count_params()),
+               "weights_sha256": sha256_file(os.path.join(output_dir, WEIGHTS_FILE))}
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    with open(os.path.join(output_dir, "labels.json"), "w") as f:
+        json.dump(list(label_names), f, indent=0)
+    if history:
+        write_history_csv(history, os.path.join(output_dir, "history.csv"))
+        plot_curves(history, os.path.join(output_dir, "curves.png"),
+                    title=f"ViT '{metrics.get('preset', '')}' on CIFAR-100")
+    card = build_model_card(metrics, repo_id=repo_id,
+                            has_curves=bool(history))
+    card.save(os.path.join(output_dir, "README.md"))
+    return metrics

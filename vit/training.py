@@ -1,0 +1,192 @@
+"""The training loop: AdamW + warm-up/cosine, epoch checkpoints, exact resume.
+
+A checkpoint is written after every epoch (full model with optimizer state,
+plus a JSON sidecar with the epoch, history and timing). Batches and dropout
+masks are pure functions of (seed, epoch, step), so `resume=True` after
+Ctrl-C or `kill -9` continues bit-for-bit where the last finished epoch
+left off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import data as vdata
+from .config import ViTConfig
+from .model import build_vit
+
+CHECKPOINT_DIR = "checkpoint"
+LATEST = "latest.json"
+
+
+def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Mirrored over all GPUs when there are several (or when asked); else default.
+
+    `mirrored` without GPUs mirrors over the logical CPU devices, which is how
+    the tests exercise the multi-device path on a CPU-only machine.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name not in ("auto", "default"):
+        raise ValueError(f"unknown strategy {name!r}")
+    return tf.distribute.get_strategy()
+
+
+def set_precision(mode: str) -> None:
+    policies = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+    keras.mixed_precision.set_global_policy(policies[mode])
+
+
+def compile_model(model: keras.Model, config: ViTConfig, steps_per_epoch: int,
+                  jit: bool = False) -> None:
+    """AdamW with linear warm-up then cosine decay; top-1/top-5 metrics."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        decay_steps=total - warmup, alpha=0.01,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule,
+                                       weight_decay=config.weight_decay, global_clipnorm=1.0)
+    optimizer.exclude_from_weight_decay(
+        var_names=["bias", "gamma", "beta", "embeddings", "class_token", "scale"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                 keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+        jit_compile=jit)
+
+
+def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
+    """Set every SeedGenerator (dropout, drop-path) to a state keyed by (seed, epoch)."""
+    for i, layer in enumerate(model._flatten_layers(include_self=False)):
+        for j, gen in enumerate(getattr(layer, "_seed_generators", [])):
+            gen.state.assign(np.array([seed * 1_000_003 + epoch, i * 64 + j],
+                                      dtype=gen.state.dtype))
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Atomic per-epoch checkpoint; also times the training part of each epoch."""
+
+    def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch):
+        super().__init__()
+        self.directory = directory
+        self.config = config
+        self.seed = seed
+        self.history = history
+        self.train_seconds = train_seconds
+        self.images_per_epoch = images_per_epoch
+        self._t0 = self._t1 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        reseed_dropout(self.model, self.seed, epoch)
+        self._t0, self._t1 = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._t0 is not None and self._t1 is None:
+            self._t1 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = (self._t1 or time.perf_counter()) - self._t0
+        self.train_seconds += seconds
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+               "train_seconds": seconds, "images_per_second": self.images_per_epoch / seconds}
+        self.history.append(row)
+        save_checkpoint(self.directory, self.model, {
+            "epoch": epoch + 1, "seed": self.seed, "config": self.config.to_dict(),
+            "history": self.history, "train_seconds": self.train_seconds,
+            # RNG state: batches and dropout are keyed by (seed, epoch).
+            "rng": {"seed": self.seed, "next_epoch": epoch + 1}})
+
+
+def save_checkpoint(directory: str, model: keras.Model, state: dict) -> None:
+    """Write epoch files, then flip `latest.json` to them, then prune old ones."""
+    os.makedirs(directory, exist_ok=True)
+    tag = f"epoch-{state['epoch']:04d}"
+    model.save(os.path.join(directory, f"{tag}.keras"))
+    state = {**state, "model": f"{tag}.keras"}
+    tmp = os.path.join(directory, LATEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(directory, LATEST))
+    for name in os.listdir(directory):
+        if name.startswith("epoch-") and name != state["model"]:
+            os.remove(os.path.join(directory, name))
+
+
+def load_checkpoint(directory: str):
+    """(model with optimizer state, state dict), or (None, None) if there is none."""
+    path = os.path.join(directory, LATEST)
+    if not os.path.exists(path):
+        return None, None
+    with open(path) as f:
+        state = json.load(f)
+    model = keras.saving.load_model(os.path.join(directory, state["model"]))
+    return model, state
+
+
+def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
+        resume: bool = False, limit_train: int | None = None, jit: bool = False,
+        strategy: str = "auto", verbose: int | str = "auto"):
+    """Train on CIFAR-100 train (minus validation); returns (model, state)."""
+    (x_tr, y_tr), (x_val, y_val) = vdata.train_val_split(
+        dataset.x_train, dataset.y_train, config.validation_split)
+    if limit_train:
+        x_tr, y_tr = x_tr[:limit_train], y_tr[:limit_train]
+    steps = len(x_tr) // config.batch_size
+    if steps == 0:
+        raise ValueError(f"{len(x_tr)} training images < one batch of {config.batch_size}")
+    ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    dist = select_strategy(strategy)
+    with dist.scope():
+        model, state = load_checkpoint(ckpt_dir) if resume else (None, None)
+        if model is None:
+            keras.utils.set_random_seed(seed)
+            model = build_vit(config)
+            compile_model(model, config, steps, jit=jit)
+            state = {"epoch": 0, "history": [], "train_seconds": 0.0}
+        else:
+            print(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
+            seed = state["seed"]
+            saved = ViTConfig.from_dict(state["config"])
+            if saved != config:
+                print("note: using the checkpoint's config, not the command line's")
+            config = saved
+    start = state["epoch"]
+    train_ds = vdata.train_dataset(
+        x_tr, y_tr, num_classes=config.num_classes, batch_size=config.batch_size,
+        seed=seed, start_epoch=start, epochs=config.epochs, augment=config.augment,
+        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha)
+    val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
+                                batch_size=config.batch_size) if len(x_val) else None
+    checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
+                                 state["train_seconds"], steps * config.batch_size)
+    if start < config.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                  initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
+                  shuffle=False, verbose=verbose)
+    return model, {"config": config, "epoch": config.epochs, "seed": seed, "history": checkpoint.history,
+                   "train_seconds": checkpoint.train_seconds,
+                   "train_images": len(x_tr), "val_images": len(x_val)}
+
+
+def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:
+    """Test-split loss (plain cross-entropy), top-1 and top-5."""
+    logits = model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+    loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    return {"test_loss": float(np.mean(loss)),
+            "test_top1": float(np.mean(top5[:, 0] == y)),
+            "test_top5": float(np.mean((top5 == y[:, None]).any(axis=1)))}
