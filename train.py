@@ -36,6 +36,9 @@ def parse_args(argv=None):
                    help="auto: MirroredStrategy when more than one GPU is visible")
     p.add_argument("--cpu-devices", type=int, default=0,
                    help="split the CPU into N logical devices (to try --strategy mirrored)")
+    p.add_argument("--push-to-hub", metavar="USER/REPO",
+                   help="after training, upload the output folder (minus checkpoint/) to this Hub repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     return p.parse_args(argv)
 
 
@@ -78,7 +81,7 @@ def main(argv=None) -> int:
         "train_images": state["train_images"], "val_images": state["val_images"],
         "train_seconds": round(seconds, 1),
         "images_per_second": round(images / seconds, 1) if seconds else None,
-        "mixed_precision": args.mixed_precision,
+        "mixed_precision": args.mixed_precision, "replicas": state["replicas"],
         "hardware": f"{platform.processor() or platform.machine()}, "
                     f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
         "command": "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
@@ -90,6 +93,16 @@ def main(argv=None) -> int:
                               history=state["history"], label_names=dataset.label_names)
     print(f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f} "
           f"loss={metrics['test_loss']:.4f} -> {output_dir}")
+    if args.push_to_hub:
+        from vit import hub
+
+        try:
+            info = hub.push_model_folder(output_dir, args.push_to_hub, private=args.private)
+        except (hub.HubError, hub.ModelIntegrityError) as exc:
+            print(f"error: {exc} (retry with: python -m vit.hub push {output_dir} "
+                  f"{args.push_to_hub})", file=sys.stderr)
+            return 1
+        print(f"pushed to {info.repo_url} (commit {info.oid[:7]})")
     return 0
 
 

@@ -82,9 +82,9 @@ def load_cifar100(data_dir: str | None = None) -> Cifar100:
     try:
         keras.datasets.cifar100.load_data()  # downloads + extracts into the Keras cache
     except Exception as exc:  # noqa: BLE001 - urllib/socket errors vary by platform
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DataUnavailableError(
-            "could not download CIFAR-100 "
-            f"({type(exc).__name__}); pass --data-dir DIR (or set {ENV_DATA_DIR}) "
+            f"could not download CIFAR-100 ({reason}); pass --data-dir DIR (or set {ENV_DATA_DIR}) "
             "pointing at an extracted cifar-100-python folder") from None
     cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")),
                          "datasets", "cifar-100-python-target", "cifar-100-python")

@@ -56,8 +56,7 @@ def compile_model(model: keras.Model, config: ViTConfig, steps_per_epoch: int,
         warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule,
                                        weight_decay=config.weight_decay, global_clipnorm=1.0)
-    optimizer.exclude_from_weight_decay(
-        var_names=["bias", "gamma", "beta", "embeddings", "class_token", "scale"])
+    exclude_from_weight_decay(optimizer)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True,
@@ -65,6 +64,15 @@ def compile_model(model: keras.Model, config: ViTConfig, steps_per_epoch: int,
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
         jit_compile=jit)
+
+
+def exclude_from_weight_decay(optimizer) -> None:
+    """No decay on biases, norms, embeddings and temperatures.
+
+    Keras does not serialise this setting, so a resumed optimizer needs it again.
+    """
+    optimizer.exclude_from_weight_decay(
+        var_names=["bias", "gamma", "beta", "embeddings", "class_token", "scale"])
 
 
 def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
@@ -134,6 +142,7 @@ def load_checkpoint(directory: str):
     with open(path) as f:
         state = json.load(f)
     model = keras.saving.load_model(os.path.join(directory, state["model"]))
+    exclude_from_weight_decay(model.optimizer)
     return model, state
 
 
@@ -179,7 +188,8 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                   shuffle=False, verbose=verbose)
     return model, {"config": config, "epoch": config.epochs, "seed": seed, "history": checkpoint.history,
                    "train_seconds": checkpoint.train_seconds,
-                   "train_images": len(x_tr), "val_images": len(x_val)}
+                   "train_images": len(x_tr), "val_images": len(x_val),
+                   "replicas": dist.num_replicas_in_sync}
 
 
 def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:

@@ -1,0 +1,61 @@
+"""train.py end to end on a tiny real run: the whole output folder."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import vit  # noqa: F401  (registers layers for load_model)
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_cli_writes_complete_model_folder(cifar_path, cifar, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", "--preset", "tiny", "--epochs", "2", "--batch-size", "32",
+         "--lr", "0.002", "--weight-decay", "0.01", "--limit-train", "1024",
+         "--data-dir", cifar_path, "--output-dir", str(out)],
+        cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test top1=" in result.stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
+            "history.csv", "curves.png", "README.md", "checkpoint"} <= names
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_top1", "test_top5", "test_loss", "epochs", "train_seconds",
+                "images_per_second", "preset", "config", "weights_sha256"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 2 and metrics["preset"] == "tiny"
+    assert metrics["config"]["batch_size"] == 32 and metrics["config"]["learning_rate"] == 0.002
+    assert metrics["test_top5"] >= metrics["test_top1"]
+    assert json.loads((out / "labels.json").read_text()) == cifar.label_names
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "val_top1" in rows[0]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    card = (out / "README.md").read_text()
+    assert "library_name: keras" in card and "model-index" in card
+
+    model = keras.saving.load_model(out, safe_mode=True)
+    logits = np.asarray(model(cifar.x_test[:256].astype("float32")))
+    top1 = float(np.mean(logits.argmax(1) == cifar.y_test[:256]))
+    assert abs(top1 - metrics["test_top1"]) < 0.08  # same model, a subset of the same split
+
+
+def test_cli_without_data_offline_prints_one_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "k"),
+           "CIFAR100_DIR": "", "no_proxy": "*",
+           # an unroutable proxy makes the download fail fast even on a machine with internet
+           "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "train.py", "--preset", "tiny"], cwd=ROOT,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(error_lines) == 1 and "--data-dir" in error_lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,88 @@
+"""CIFAR-100 loading (real files) and the deterministic tf.data pipeline."""
+
+import numpy as np
+import pytest
+
+from vit import data
+
+
+def test_real_cifar100_layout_and_known_images(cifar):
+    assert cifar.x_train.shape == (50000, 32, 32, 3) and cifar.x_train.dtype == np.uint8
+    assert cifar.x_test.shape == (10000, 32, 32, 3)
+    assert cifar.y_train[0] == 19 and cifar.y_test[0] == 49  # cattle, mountain
+    assert list(cifar.x_train[0, 0, :17].reshape(-1)) == [255] * 51
+    assert list(cifar.x_test[0, 0, :9, 0]) == [199, 196, 195, 195, 196, 197, 198, 198, 199]
+    assert cifar.label_names[:3] == ["apple", "aquarium_fish", "baby"]
+    assert len(cifar.label_names) == 100 and np.bincount(cifar.y_test).tolist() == [100] * 100
+
+
+def test_offline_without_data_dir_is_a_one_line_error(monkeypatch, tmp_path):
+    import keras
+
+    monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+
+    def offline():
+        raise Exception("URL fetch failure on https://example: None -- [Errno -3] "
+                        "Temporary failure in name resolution\nmore detail")
+
+    monkeypatch.setattr(keras.datasets.cifar100, "load_data", offline)
+    with pytest.raises(data.DataUnavailableError) as err:
+        data.load_cifar100()
+    message = str(err.value)
+    assert "\n" not in message and "--data-dir" in message and "name resolution" in message
+
+
+def test_folder_without_pickles_is_rejected(tmp_path):
+    with pytest.raises(data.DataUnavailableError, match="missing train"):
+        data.load_cifar100(str(tmp_path))
+
+
+def test_validation_split_is_fixed_and_disjoint():
+    x = np.arange(100)[:, None]
+    y = np.arange(100)
+    (xa, _), (va, _) = data.train_val_split(x, y, 0.1)
+    (xb, _), (vb, _) = data.train_val_split(x, y, 0.1)
+    assert len(va) == 10 and len(xa) == 90
+    np.testing.assert_array_equal(va, vb)
+    assert not set(va[:, 0]) & set(xa[:, 0])
+
+
+def test_random_crop_flip_outputs_are_shifted_or_flipped_crops():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 8, 8, 3)).astype("float32")
+    out = data.random_crop_flip(images, np.array([1, 2]), pad=2).numpy()
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    for i in range(6):
+        candidates = [padded[i, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        candidates += [c[:, ::-1] for c in candidates]
+        assert any(np.array_equal(out[i], c) for c in candidates)
+
+
+def test_mixup_and_cutmix_keep_labels_normalised():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.eye(100, dtype="float32")[rng.integers(0, 100, 8)]
+    for mixup, cutmix in ((0.8, 0.0), (0.0, 1.0), (0.8, 1.0)):
+        mx, my = data.mix_batch(x, y, np.array([3, 4]), mixup, cutmix)
+        np.testing.assert_allclose(my.numpy().sum(1), 1.0, atol=1e-5)
+        assert not np.array_equal(mx.numpy(), x)
+
+
+def _batches(ds):
+    return [(a.numpy(), b.numpy()) for a, b in ds]
+
+
+def test_training_batches_are_a_function_of_seed_epoch_and_step():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 255, (96, 32, 32, 3)).astype("uint8")
+    y = rng.integers(0, 100, 96)
+    kw = dict(num_classes=100, batch_size=32, seed=7, epochs=3, mixup_alpha=0.2, cutmix_alpha=1.0)
+    full = _batches(data.train_dataset(x, y, start_epoch=0, **kw))
+    resumed = _batches(data.train_dataset(x, y, start_epoch=2, **kw))
+    assert len(full) == 9 and len(resumed) == 3
+    for (xa, ya), (xb, yb) in zip(full[6:], resumed):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(full[0][0], full[3][0])  # epochs differ
+    other_seed = _batches(data.train_dataset(x, y, start_epoch=0, **{**kw, "seed": 8}))
+    assert not np.array_equal(full[0][0], other_seed[0][0])

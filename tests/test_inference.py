@@ -1,0 +1,89 @@
+"""vit.inference.Predictor on the "tiny" preset with random weights."""
+
+import keras
+import numpy as np
+import pytest
+
+import vit
+from vit.inference import Predictor
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return vit.build_vit(vit.get_preset("tiny"))
+
+
+@pytest.fixture(scope="module")
+def predictor(model):
+    return Predictor(model)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+
+
+def test_layout_read_from_model(predictor):
+    config = vit.get_preset("tiny")
+    assert predictor.has_class_token is True
+    assert predictor.grid_size == config.grid_size == 4
+    assert predictor.patch_px == config.grid_stride == 8
+    assert predictor.num_blocks == config.num_blocks
+    assert predictor.num_heads == config.num_heads
+    assert predictor.num_tokens == 17
+
+
+def test_predict_probabilities_and_attention(predictor, images):
+    probs, attention = predictor.predict(images)
+    assert probs.shape == (3, 100)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert len(attention) == 2
+    for block in attention:
+        assert block.shape == (3, 2, 17, 17) and block.dtype == np.float32
+        np.testing.assert_allclose(block.sum(axis=-1), 1.0, rtol=1e-5)
+    # one image alone gives the same answer as inside the batch
+    single_probs, single_attention = predictor.predict(images[1])
+    np.testing.assert_allclose(single_probs[0], probs[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(single_attention[1][0], attention[1][1], atol=1e-5)
+
+
+def test_compiled_forward_matches_plain_model(model, predictor, images):
+    probs, attention = predictor.predict(images)
+    logits = keras.ops.convert_to_numpy(model(images.astype("float32"), training=False))
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    plain = vit.with_attention(model)(images.astype("float32"), training=False)
+    for got, want in zip(attention, plain["attention"]):
+        np.testing.assert_allclose(got, keras.ops.convert_to_numpy(want), atol=1e-5)
+
+
+def test_class_gradients(predictor, images):
+    g3 = predictor.class_gradients(images[0], 3)
+    g7 = predictor.class_gradients(images[0], 7)
+    assert len(g3) == 2
+    for block in g3:
+        assert block.shape == (2, 17, 17)
+        assert np.all(np.isfinite(block))
+    assert not np.allclose(g3[0], g7[0])
+    # The head reads only the class token, so in the last block only the
+    # class-token query row can influence the logit.
+    assert np.abs(g3[-1][:, 0, :]).max() > 0
+    np.testing.assert_array_equal(g3[-1][:, 1:, :], 0.0)
+    # w.r.t. probabilities, not pre-softmax scores (whose rows would sum to 0)
+    assert np.abs(g3[-1][:, 0, :].sum(axis=-1)).max() > 1e-4
+    # one trace serves every class
+    assert predictor._gradients.experimental_get_tracing_count() == 1
+    with pytest.raises(IndexError):
+        predictor.class_gradients(images[0], 100)
+
+
+def test_gradient_rollout_end_to_end(predictor, images):
+    from vit import explain
+
+    _, attention = predictor.predict(images[:1])
+    attn = [block[0] for block in attention]
+    grads = predictor.class_gradients(images[0], 5)
+    heat = explain.gradient_rollout(attn, grads, has_class_token=predictor.has_class_token)
+    assert heat.shape == (4, 4) and np.isfinite(heat).all() and heat.max() == 1.0

@@ -1,0 +1,98 @@
+"""Layer maths against NumPy references, and config round trips."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import vit
+from vit import layers
+
+
+def numpy_patches(images, p):
+    b, h, w, c = images.shape
+    out = np.zeros((b, (h // p) * (w // p), p * p * c), images.dtype)
+    for i in range(h // p):
+        for j in range(w // p):
+            out[:, i * (w // p) + j] = images[:, i * p:(i + 1) * p, j * p:(j + 1) * p].reshape(b, -1)
+    return out
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_patches_match_numpy_and_tf_extract_patches(p):
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    got = np.asarray(layers.Patches(p)(images))
+    np.testing.assert_array_equal(got, numpy_patches(images, p))
+    ref = tf.image.extract_patches(images, [1, p, p, 1], [1, p, p, 1], [1, 1, 1, 1], "VALID")
+    np.testing.assert_array_equal(got, ref.numpy().reshape(2, -1, p * p * 3))
+
+
+def test_preprocess_standardises_raw_pixels():
+    mean, std = (0.5, 0.25, 0.0), (0.5, 0.25, 1.0)
+    x = np.full((1, 2, 2, 3), 255.0, "float32")
+    out = np.asarray(layers.Preprocess(mean, std)(x))
+    np.testing.assert_allclose(out[0, 0, 0], [1.0, 3.0, 1.0], rtol=1e-6)
+
+
+def numpy_attention(x, kernel, bias, heads, key_dim):
+    qkv = x @ kernel + bias
+    b, t, _ = x.shape
+    qkv = qkv.reshape(b, t, 3, heads, key_dim).transpose(2, 0, 3, 1, 4)
+    logits = qkv[0] @ qkv[1].transpose(0, 1, 3, 2) / np.sqrt(key_dim)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_self_attention_probabilities_match_numpy_and_rows_sum_to_one():
+    x = np.random.default_rng(1).normal(size=(2, 5, 8)).astype("float32")
+    layer = layers.SelfAttention(num_heads=2, key_dim=4)
+    out, probs = layer(x)
+    assert out.shape == (2, 5, 8) and probs.shape == (2, 2, 5, 5)
+    ref = numpy_attention(x, layer.qkv_kernel.numpy(), layer.qkv_bias.numpy(), 2, 4)
+    np.testing.assert_allclose(np.asarray(probs), ref, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
+
+
+def test_locality_attention_masks_the_diagonal():
+    x = np.random.default_rng(2).normal(size=(1, 6, 8)).astype("float32")
+    _, probs = layers.SelfAttention(num_heads=2, key_dim=4, locality=True)(x)
+    probs = np.asarray(probs)
+    np.testing.assert_allclose(np.diagonal(probs, axis1=-2, axis2=-1), 0.0, atol=1e-7)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_drop_path_identity_at_inference_and_drops_whole_samples_in_training():
+    x = np.ones((400, 3, 4), "float32")
+    layer = layers.DropPath(0.5, seed=3)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    out = np.asarray(layer(x, training=True))
+    per_sample = out.reshape(400, -1)
+    assert set(np.unique(per_sample)) <= {0.0, 2.0}
+    assert (per_sample.min(1) == per_sample.max(1)).all()  # whole sample kept or dropped
+    assert 0.35 < (per_sample[:, 0] == 0).mean() < 0.65
+
+
+def test_conv_tokenizer_shape():
+    out = layers.ConvTokenizer((8, 16))(np.zeros((2, 32, 32, 3), "float32"))
+    assert out.shape == (2, 64, 16)
+
+
+def test_transformer_block_rejects_mlp_that_cannot_join_residual():
+    with pytest.raises(ValueError, match="cannot be added"):
+        layers.TransformerBlock(4, 64, (2048, 1024))(np.zeros((1, 4, 64), "float32"))
+    with pytest.raises(ValueError, match="projection_dim"):
+        vit.ViTConfig(mlp_units=(2048, 1024))
+
+
+@pytest.mark.parametrize("layer", [
+    layers.Preprocess((0.1, 0.2, 0.3), (1.0, 2.0, 3.0)),
+    layers.Patches(4),
+    layers.ConvTokenizer((8, 16)),
+    layers.PatchEncoder(16, 32, project=False, class_token=True),
+    layers.SelfAttention(2, 8, dropout=0.1, locality=True),
+    layers.DropPath(0.2, seed=5),
+    layers.TransformerBlock(2, 8, (32, 16), 0.1, 0.1, True, 0.1, 1e-5),
+    layers.ClassTokenPool(),
+], ids=lambda layer: type(layer).__name__)
+def test_get_config_round_trip(layer):
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()

@@ -1,0 +1,77 @@
+"""Training on real CIFAR-100 subsets: learning, exact resume after kill -9, 2 devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import vit
+from tests.conftest import ROOT
+from vit import training
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(*args, env=None, **kw):
+    cmd = [sys.executable, str(ROOT / "train.py"), *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, **kw)
+
+
+def test_short_real_run_learns(cifar, tmp_path):
+    config = vit.get_preset("tiny").replace(epochs=4, learning_rate=3e-3)
+    model, state = training.fit(config, cifar, str(tmp_path), seed=1, limit_train=4096,
+                                verbose=0)
+    losses = [row["loss"] for row in state["history"]]
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert state["history"][-1]["val_top1"] > 0.03  # chance is 0.01
+    assert os.path.exists(tmp_path / "checkpoint" / "latest.json")
+
+
+def weights_of(folder):
+    return keras.saving.load_model(folder).get_weights()
+
+
+def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path):
+    common = ["--preset", "tiny", "--epochs", 4, "--limit-train", 3072, "--seed", 5,
+              "--data-dir", cifar_path]
+    straight = run_train(*common, "--output-dir", tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    out_b = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, common),
+                             "--output-dir", str(out_b)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out_b / "checkpoint" / "latest.json"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = json.loads(latest.read_text())["epoch"]
+    assert 1 <= killed_after < 4, "the run must be interrupted mid-training"
+    assert not (out_b / "metrics.json").exists()
+
+    resumed = run_train(*common, "--output-dir", out_b, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"after epoch {killed_after}" in resumed.stdout
+    history_a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    history_b = json.loads((out_b / "metrics.json").read_text())
+    assert history_a["test_top1"] == pytest.approx(history_b["test_top1"], abs=1e-4)
+    for wa, wb in zip(weights_of(tmp_path / "a"), weights_of(out_b)):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+
+def test_mirrored_strategy_on_two_logical_cpu_devices(cifar_path, tmp_path):
+    result = run_train("--preset", "tiny", "--epochs", 1, "--limit-train", 512,
+                       "--data-dir", cifar_path, "--output-dir", tmp_path,
+                       "--cpu-devices", 2, "--strategy", "mirrored")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    assert 0.0 <= metrics["test_top1"] <= 1.0

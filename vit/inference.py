@@ -1,0 +1,105 @@
+"""Serving wrapper: one compiled forward pass for predictions + attention.
+
+The layers are backend-agnostic Keras 3, but serving uses TensorFlow
+directly: `tf.function(jit_compile=True)` compiles the forward pass with XLA
+(one fused program instead of op-by-op execution) and `tf.GradientTape`
+gives the attention gradients that class-specific explanations need.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .layers import PatchEncoder, TransformerBlock
+from .model import with_attention
+
+
+def _as_uint8_batch(images, image_size: int) -> np.ndarray:
+    """Accept one (H, W, 3) image or a batch, as uint8; floats are clipped 0..255."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.shape[1:] != (image_size, image_size, 3):
+        raise ValueError(f"expected (B, {image_size}, {image_size}, 3) images, "
+                         f"got {images.shape}")
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    return images
+
+
+class Predictor:
+    """Wraps a trained classifier (raw pixels -> logits) for serving.
+
+    Reads the token layout from the model's own layers, so a loaded model
+    needs no separate config. `warmup=True` traces and compiles for batch
+    size 1 up front, so the first request is as fast as the rest.
+    """
+
+    def __init__(self, model: keras.Model, warmup: bool = True):
+        self.model = model
+        self.explainer = with_attention(model)
+        encoders = [layer for layer in model.layers if isinstance(layer, PatchEncoder)]
+        blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+        if len(encoders) != 1 or not blocks:
+            raise ValueError("model needs one PatchEncoder and at least one TransformerBlock")
+        self.image_size = int(model.input_shape[1])
+        self.has_class_token = bool(encoders[0].class_token)
+        self.num_patches = int(encoders[0].num_patches)
+        self.grid_size = math.isqrt(self.num_patches)
+        self.patch_px = self.image_size // self.grid_size
+        self.num_blocks = len(blocks)
+        self.num_heads = int(blocks[0].num_heads)
+        self.num_classes = int(model.output_shape[-1])
+
+        batch = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
+        single = tf.TensorSpec((1, self.image_size, self.image_size, 3), tf.uint8)
+        self._forward = tf.function(self._forward_fn, input_signature=[batch],
+                                    jit_compile=True)
+        # The class index is a tensor, so every class reuses one trace.
+        self._gradients = tf.function(
+            self._gradients_fn, input_signature=[single, tf.TensorSpec((), tf.int32)],
+            jit_compile=True)
+        if warmup:
+            self.predict(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches + int(self.has_class_token)
+
+    def _forward_fn(self, images):
+        outputs = self.explainer(tf.cast(images, tf.float32), training=False)
+        probs = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)
+        return probs, tf.stack(outputs["attention"], axis=1)  # (B, blocks, h, T, T)
+
+    def _gradients_fn(self, image, class_index):
+        with tf.GradientTape() as tape:
+            outputs = self.explainer(tf.cast(image, tf.float32), training=False)
+            attention = outputs["attention"]
+            tape.watch(attention)
+            logit = tf.gather(outputs["logits"][0], class_index)
+        grads = tape.gradient(logit, attention)
+        return tf.stack([g[0] for g in grads])  # (blocks, h, T, T)
+
+    def predict(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities (B, classes) and per-block attention [(B, h, T, T)]."""
+        probs, attention = self._forward(tf.constant(_as_uint8_batch(images, self.image_size)))
+        attention = attention.numpy()
+        return probs.numpy(), [attention[:, i] for i in range(attention.shape[1])]
+
+    def class_gradients(self, image, class_index: int) -> list[np.ndarray]:
+        """d logit[class_index] / d attention, per block (h, T, T), for one image.
+
+        The gradient is taken w.r.t. the softmax probabilities (not the
+        pre-softmax scores), as gradient-weighted rollout expects.
+        """
+        batch = _as_uint8_batch(image, self.image_size)
+        if batch.shape[0] != 1:
+            raise ValueError("class_gradients explains one image at a time")
+        if not 0 <= class_index < self.num_classes:
+            raise IndexError(f"class_index {class_index} outside 0..{self.num_classes - 1}")
+        grads = self._gradients(tf.constant(batch), tf.constant(class_index, tf.int32))
+        return list(grads.numpy())
