@@ -86,3 +86,7 @@ def test_training_batches_are_a_function_of_seed_epoch_and_step():
     assert not np.array_equal(full[0][0], full[3][0])  # epochs differ
     other_seed = _batches(data.train_dataset(x, y, start_epoch=0, **{**kw, "seed": 8}))
     assert not np.array_equal(full[0][0], other_seed[0][0])
+
+
+def test_builtin_label_names_match_the_dataset(cifar):
+    assert data.CIFAR100_LABELS == cifar.label_names

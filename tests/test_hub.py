@@ -206,6 +206,12 @@ def test_publish_space(hub, env, tmp_path):
         shutil.copy(os.path.join(ROOT, "app.py"), project / "app.py")
     else:  # the app is written elsewhere; a placeholder stands in
         (project / "app.py").write_text("import gradio as gr\n")
+    if os.path.isdir(os.path.join(ROOT, "examples")):
+        shutil.copytree(os.path.join(ROOT, "examples"), project / "examples")
+    else:
+        (project / "examples").mkdir()
+        (project / "examples" / "apple.png").write_bytes(b"\x89PNG placeholder")
+    (project / "examples" / "notes.txt").write_text("not an example image\n")
     if os.path.isfile(os.path.join(ROOT, "requirements.txt")):
         shutil.copy(os.path.join(ROOT, "requirements.txt"), project / "requirements.txt")
     (project / "vit" / "weights").mkdir()
@@ -231,6 +237,8 @@ def test_publish_space(hub, env, tmp_path):
     assert {"README.md", "requirements.txt", "vit/__init__.py", "vit/hub.py", "vit/pretrained.py"} <= set(files)
     assert files["vit/hub.py"] == (project / "vit" / "hub.py").read_bytes()
     assert not [p for p in files if p.startswith("vit/weights") or p.endswith(".pyc")]
+    examples = sorted(p.name for p in (project / "examples").glob("*.png"))
+    assert examples and sorted(p[len("examples/"):] for p in files if p.startswith("examples/")) == examples
     assert "vit/old_module.py" in hub.files("user/vit-demo", hub.commits("user/vit-demo", "space")[1], "space")
     assert "vit/old_module.py" not in files  # deleted by the second publish
     assert b"keras" in files["requirements.txt"] and b"huggingface_hub" in files["requirements.txt"]

@@ -16,6 +16,24 @@ import tensorflow as tf
 
 ENV_DATA_DIR = "CIFAR100_DIR"
 
+# The 100 fine label names, in label order (as in the dataset's `meta` file),
+# for models that come without a labels.json.
+CIFAR100_LABELS = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle",
+    "bicycle", "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can",
+    "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud",
+    "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant",
+    "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree",
+    "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate",
+    "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"
+]
+
 
 class DataUnavailableError(RuntimeError):
     """CIFAR-100 is neither on disk nor downloadable; the message says what to do."""

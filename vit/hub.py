@@ -143,7 +143,7 @@ def _download(repo_id: str, revision: str | None, timeout: float, cache_dir, tok
 
     def work():
         try:
-            HfApi(token=token).repo_info(repo_id, revision=revision)
+            HfApi(token=token).repo_info(repo_id, revision=revision, timeout=timeout)
             probed.set()
             box["path"] = snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES,
                                             cache_dir=cache_dir, token=token)
@@ -154,7 +154,7 @@ def _download(repo_id: str, revision: str | None, timeout: float, cache_dir, tok
             done.set()
 
     threading.Thread(target=work, name=f"hub-download-{repo_id}", daemon=True).start()
-    if not probed.wait():
+    if not probed.wait(timeout):
         raise TimeoutError(f"no answer from {constants.ENDPOINT} within {timeout:g} s")
     done.wait()
     if "error" in box:

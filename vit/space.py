@@ -3,9 +3,10 @@
     python -m vit.space publish USER/vit-demo --model USER/vit-cifar100 [--private]
 
 Uploads app.py, the vit/ package (without vit/weights/: the Space downloads the
-model named by the MODEL_REPO variable), requirements.txt and a README.md with
-the Spaces front matter (sdk: gradio, sdk_version = the installed Gradio, ...).
-Files of an earlier publish that no longer exist under vit/ are deleted.
+model named by the MODEL_REPO variable), the examples/ images, requirements.txt
+(generated when the project has none) and a README.md with the Spaces front matter
+(sdk: gradio, sdk_version = the installed Gradio, ...). Files of an earlier publish
+that no longer exist under vit/ or examples/ are deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .hub import HubError, _httpx, _hub_error, parse_spec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_VARIABLE = "MODEL_REPO"
 SKIP_DIRS = {"weights", "__pycache__", ".ipynb_checkpoints"}
+EXAMPLE_TYPES = (".png", ".jpg", ".jpeg", ".webp")  # examples/ images the app offers
 # Used when the project has no requirements.txt: lower bounds from this environment.
 REQUIREMENTS = ("keras", "tensorflow", "huggingface_hub", "numpy", "h5py", "matplotlib", "pillow")
 
@@ -60,11 +62,15 @@ def _requirements(root: str) -> bytes:
 
 
 def space_files(root: str = ROOT) -> dict[str, str | bytes]:
-    """{path in the Space: local path or bytes} for app.py, vit/ and requirements.txt."""
+    """{path in the Space: local path or bytes}: app.py, vit/, examples/, requirements.txt."""
     app = os.path.join(root, "app.py")
     if not os.path.isfile(app):
         raise HubError(f"{app} not found: the Space needs the Gradio app")
     files: dict[str, str | bytes] = {"app.py": app, "requirements.txt": _requirements(root)}
+    for name in sorted(os.listdir(os.path.join(root, "examples"))) if os.path.isdir(
+            os.path.join(root, "examples")) else []:
+        if name.lower().endswith(EXAMPLE_TYPES):
+            files[f"examples/{name}"] = os.path.join(root, "examples", name)
     package = os.path.join(root, "vit")
     for dirpath, dirnames, filenames in os.walk(package):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
@@ -104,7 +110,7 @@ def publish_space(space_id: str, model: str, *, private: bool = False, token: st
         api.add_space_variable(space_id, MODEL_VARIABLE, model,
                                description="model repo (USER/REPO[@revision]) the app loads")
         stale = [p for p in api.list_repo_files(space_id, repo_type="space")
-                 if p.startswith("vit/") and p not in files]
+                 if p.startswith(("vit/", "examples/")) and p not in files]
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src)
                       for p, src in sorted(files.items())]
         operations += [CommitOperationDelete(path_in_repo=p) for p in stale]

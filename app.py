@@ -1,0 +1,256 @@
+"""Gradio demo: upload a picture, see the ViT's top-5 CIFAR-100 classes and where it looked.
+
+    python app.py                          # bundled weights, http://127.0.0.1:7860
+    python app.py --model USER/REPO@rev    # or MODEL_REPO=USER/REPO; falls back to bundled
+    python app.py --share                  # ask Gradio for a public link
+
+API (see README): `classify` (image -> top-5) and `explain` (image + options -> maps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+import gradio as gr
+import numpy as np
+
+from vit import images
+from vit.analysis import Explainer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = sorted(glob.glob(os.path.join(HERE, "examples", "*.png")))
+FUSIONS = ["mean", "max", "min"]
+ALL_HEADS = "all heads (fused)"
+MAX_FILE_SIZE = images.MAX_UPLOAD_BYTES
+
+
+class UploadImage(gr.Image):
+    """gr.Image that hands the raw upload to `vit.images`.
+
+    gr.Image opens uploads with Pillow before our code runs, so a bad file
+    would fail with Gradio's generic error; this way every bad upload gets our
+    one-line message (and 16-bit / transparent images our careful decoding).
+    """
+
+    is_template = True  # render with the stock Image frontend
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.url and payload.url.startswith("data:"):
+            return payload.url
+        return payload.path
+
+
+def _head_index(head: str) -> int | None:
+    return None if head in (None, ALL_HEADS) else int(head.split()[-1]) - 1
+
+
+def build_demo(explainer: Explainer) -> gr.Blocks:
+    info, pred = explainer.info, explainer.predictor
+    centre = (pred.grid_size // 2) * pred.grid_size + pred.grid_size // 2
+    heads = [ALL_HEADS] + [f"head {i + 1}" for i in range(pred.num_heads)]
+
+    def analyse(source):
+        if source is None:
+            raise gr.Error("Please upload an image first.")
+        try:
+            return explainer.analyse(source)
+        except images.ImageDecodeError as exc:
+            raise gr.Error(str(exc), title="Can't read this image") from None
+
+    def class_index(analysis, class_name):
+        if class_name in explainer.labels:
+            return explainer.labels.index(class_name)
+        return analysis.top_class
+
+    # ---------------------------------------------------------------- UI events
+    def on_image(source, fusion, discard, block, head):
+        if source is None:  # cleared
+            return (None, None, centre, None, None, None, None, None,
+                    gr.update(value=None), None)
+        a = analyse(source)
+        b, h = int(block) - 1, _head_index(head)
+        top = explainer.labels[a.top_class]
+        return (a, explainer.top_k(a), centre, explainer.model_view(a, centre),
+                explainer.rollout(a, fusion, discard), explainer.raw(a, b, h, fusion),
+                explainer.patch(a, b, centre, h, fusion), explainer.class_map(a, a.top_class),
+                gr.update(value=top), explainer.distance_plot(a))
+
+    def on_rollout(a, fusion, discard):
+        return None if a is None else explainer.rollout(a, fusion, discard)
+
+    def on_block_head(a, patch, block, head, fusion):
+        if a is None:
+            return None, None
+        b, h = int(block) - 1, _head_index(head)
+        return explainer.raw(a, b, h, fusion), explainer.patch(a, b, patch, h, fusion)
+
+    def on_select(a, block, head, fusion, evt: gr.SelectData):
+        if a is None:
+            return centre, None, None
+        patch = explainer.patch_at(*evt.index)
+        return (patch, explainer.model_view(a, patch),
+                explainer.patch(a, int(block) - 1, patch, _head_index(head), fusion))
+
+    def on_class(a, class_name):
+        return None if a is None else explainer.class_map(a, class_index(a, class_name))
+
+    # ---------------------------------------------------------------- API
+    def classify(image):
+        """Top-5 CIFAR-100 classes with confidences for one image."""
+        return explainer.top_k(analyse(image))
+
+    def explain(image, head_fusion="mean", discard_ratio=0.0, block=0, head=0,
+                class_name=None):
+        """Rollout, raw attention (block, head; 0 = last block / all heads) and class map."""
+        a = analyse(image)
+        b = int(block) - 1 if block else pred.num_blocks - 1
+        if not 0 <= b < pred.num_blocks:
+            raise gr.Error(f"block must be 1..{pred.num_blocks}")
+        h = int(head) - 1 if head else None
+        if h is not None and not 0 <= h < pred.num_heads:
+            raise gr.Error(f"head must be 1..{pred.num_heads} (0 = all heads)")
+        if head_fusion not in FUSIONS:
+            raise gr.Error(f"head_fusion must be one of {FUSIONS}")
+        return (explainer.top_k(a), explainer.rollout(a, head_fusion, float(discard_ratio)),
+                explainer.raw(a, b, h, head_fusion),
+                explainer.class_map(a, class_index(a, class_name)))
+
+    # ---------------------------------------------------------------- batch
+    def batch(files):
+        if not files:
+            raise gr.Error("Choose one or more image files.")
+        rows, gallery = [], []
+        for path in files:
+            name = os.path.basename(path)
+            try:
+                a = explainer.analyse(path)
+            except images.ImageDecodeError as exc:
+                rows.append([name, "—", None, str(exc)])
+                continue
+            top = a.top_class
+            rows.append([name, explainer.labels[top], round(float(a.probs[top]), 4), ""])
+            gallery.append((explainer.rollout(a), f"{name}: {explainer.labels[top]}"))
+        return rows, gallery
+
+    # ---------------------------------------------------------------- layout
+    accuracy = (f"test top-1 **{100 * info.test_top1:.1f}%**, top-5 {100 * info.test_top5:.1f}%"
+                if info.test_top1 is not None else "accuracy not measured")
+    with gr.Blocks(title="ViT on CIFAR-100: where does it look?") as demo:
+        gr.Markdown(
+            "# Where does the Vision Transformer look?\n"
+            "A small ViT trained **from scratch on CIFAR-100** (100 classes, 32×32 pixels). "
+            "Upload, drop, paste or snap any picture: it is cropped to its centre square and "
+            "shrunk to 32×32, then classified; the maps show which patches the attention "
+            f"used.  \nModel: `{info.preset}` preset, {info.parameters:,} parameters, "
+            f"{accuracy} — source: {info.source}.")
+        gr.Markdown(f"⚠️ **{info.notice}**" if info.notice else "", visible=bool(info.notice),
+                    elem_id="notice", elem_classes=["notice"])
+        analysis, patch_state = gr.State(), gr.State(centre)
+        with gr.Tab("Explore"):
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    image = UploadImage(label="Your image", type="filepath", height=340,
+                                        sources=["upload", "clipboard", "webcam"],
+                                        elem_id="upload")
+                    gr.Examples(EXAMPLES, inputs=image, examples_per_page=24,
+                                label="CIFAR-100 test images")
+                with gr.Column():
+                    label = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="top5")
+                    seen = gr.Image(label="What the model sees (32×32) — click a patch",
+                                    interactive=False, height=340, elem_id="seen")
+            with gr.Row():
+                rollout_img = gr.Image(label="Attention rollout", interactive=False,
+                                       elem_id="rollout")
+                patch_img = gr.Image(label="Where the selected patch looks",
+                                     interactive=False, elem_id="patch")
+                class_img = gr.Image(label="Class-specific map (gradient × attention)",
+                                     interactive=False, elem_id="classmap")
+            gr.Markdown(explainer.rollout_caption + " The patch map shows one query patch's "
+                        "attention row in the chosen block; the class map weights attention "
+                        "by its gradient for the chosen class.")
+            with gr.Row():
+                fusion = gr.Radio(FUSIONS, value="mean", label="Head fusion")
+                discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05,
+                                    label="Discard lowest attention (rollout)")
+                block = gr.Slider(1, pred.num_blocks, value=pred.num_blocks, step=1,
+                                  label="Block (raw & patch maps)")
+                head = gr.Dropdown(heads, value=ALL_HEADS, label="Head")
+                class_dd = gr.Dropdown(explainer.labels, value=None,
+                                       label="Explain class (default: top-1)")
+            with gr.Row():
+                raw_img = gr.Image(label="Raw attention of the chosen block and head",
+                                   interactive=False, elem_id="raw")
+                distance = gr.Plot(label="Mean attention distance per head")
+        with gr.Tab("Batch"):
+            files = gr.File(file_count="multiple", file_types=["image"],
+                            label="Several images")
+            run = gr.Button("Classify all", variant="primary")
+            table = gr.Dataframe(headers=["file", "top-1", "confidence", "error"],
+                                 interactive=False)
+            gallery = gr.Gallery(label="Attention rollout", columns=6, height="auto")
+
+        ui = dict(api_visibility="private")
+        image.change(on_image, [image, fusion, discard, block, head],
+                     [analysis, label, patch_state, seen, rollout_img, raw_img, patch_img,
+                      class_img, class_dd, distance], **ui)
+        gr.on([fusion.change, discard.change], on_rollout, [analysis, fusion, discard],
+              rollout_img, **ui)
+        gr.on([block.change, head.change, fusion.change], on_block_head,
+              [analysis, patch_state, block, head, fusion], [raw_img, patch_img], **ui)
+        seen.select(on_select, [analysis, block, head, fusion], [patch_state, seen, patch_img],
+                    **ui)
+        class_dd.input(on_class, [analysis, class_dd], class_img, **ui)
+        run.click(batch, files, [table, gallery], api_name="batch")
+
+        # Public API endpoints, wired to hidden triggers so the UI stays uncluttered.
+        api_image = UploadImage(type="filepath", visible=False)
+        api_options = [gr.Radio(FUSIONS, value="mean", visible=False),
+                       gr.Number(0.0, visible=False), gr.Number(0, visible=False),
+                       gr.Number(0, visible=False), gr.Textbox(visible=False)]
+        api_label = gr.Label(visible=False)
+        api_maps = [gr.Image(visible=False) for _ in range(3)]
+        gr.Button(visible=False).click(classify, api_image, api_label, api_name="classify")
+        gr.Button(visible=False).click(explain, [api_image, *api_options],
+                                       [api_label, *api_maps], api_name="explain")
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+CSS = ".notice { background: #fff3cd; border: 1px solid #e0b400; border-radius: 8px; " \
+      "padding: 4px 12px; }"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=os.environ.get("MODEL_REPO") or None,
+                   help="USER/REPO[@revision] or a local model folder (default: bundled)")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public link")
+    p.add_argument("--host", default=None, help="default: $GRADIO_SERVER_NAME or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None,
+                   help="default: $GRADIO_SERVER_PORT or 7860")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    explainer = Explainer.from_spec(args.model)
+    if explainer.info.notice:
+        print(f"notice: {explainer.info.notice}", flush=True)
+    demo = build_demo(explainer)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS,
+                prevent_thread_lock=True)
+    if args.share and not demo.share_url:
+        print(f"Could not create a public share link (no internet?); the demo is still "
+              f"serving locally at {demo.local_url}", flush=True)
+    demo.block_thread()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The real app (python app.py) driven through gradio_client, bad uploads included."""
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app_server import ROOT, AppServer
+from upload_corpus import EXPECTED, make_bad_upload_corpus
+from vit.data import CIFAR100_LABELS
+
+pytestmark = pytest.mark.slow
+EXAMPLE = str(ROOT / "examples" / "apple.png")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with AppServer() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.url, verbose=False)
+
+
+def test_classify_returns_top5_cifar_classes(client):
+    result = client.predict(handle_file(EXAMPLE), api_name="/classify")
+    confidences = result["confidences"]
+    assert len(confidences) == 5
+    assert all(c["label"] in CIFAR100_LABELS for c in confidences)
+    values = [c["confidence"] for c in confidences]
+    assert values == sorted(values, reverse=True) and 0 < sum(values) <= 1.0001
+    assert result["label"] == confidences[0]["label"]
+
+
+def test_explain_returns_label_and_three_maps(client):
+    label, rollout, raw, class_map = client.predict(
+        handle_file(EXAMPLE), "max", 0.2, 1, 2, "orange", api_name="/explain")
+    assert len(label["confidences"]) == 5
+    maps = [Image.open(p) for p in (rollout, raw, class_map)]
+    assert all(m.size == (320, 320) for m in maps)
+    assert len({m.tobytes() for m in maps}) == 3  # three different explanations
+
+
+def test_explain_rejects_bad_options(client):
+    with pytest.raises(Exception, match="block must be"):
+        client.predict(handle_file(EXAMPLE), "mean", 0.0, 99, 0, "", api_name="/explain")
+
+
+def test_bad_uploads_get_clear_errors_and_server_keeps_serving(client, server, tmp_path):
+    corpus = make_bad_upload_corpus(tmp_path)
+    for name, path in corpus.items():
+        expected = EXPECTED[name]
+        if expected is None:
+            result = client.predict(handle_file(str(path)), api_name="/classify")
+            assert len(result["confidences"]) == 5, name
+        else:
+            with pytest.raises(Exception) as err:
+                client.predict(handle_file(str(path)), api_name="/classify")
+            message = str(err.value)
+            assert expected in message.lower(), (name, message)
+            assert "Traceback" not in message
+        assert server.alive(), name
+    result = client.predict(handle_file(EXAMPLE), api_name="/classify")
+    assert len(result["confidences"]) == 5
+
+
+def test_batch_tab_reports_each_file(client, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    table, gallery = client.predict(
+        [handle_file(EXAMPLE), handle_file(str(ROOT / "examples" / "whale.png")),
+         handle_file(str(bad))], api_name="/batch")
+    rows = table["data"]
+    assert [r[0] for r in rows] == ["apple.png", "whale.png", "broken.png"]
+    assert rows[0][1] in CIFAR100_LABELS and rows[2][1] == "—" and rows[2][3]
+    assert len(gallery) == 2
+
+
+def test_upload_size_limit_is_set(server):
+    with urllib.request.urlopen(server.url + "/config") as r:
+        config = json.loads(r.read())
+    assert config.get("max_file_size") == 20 * 1024 * 1024
+
+
+def test_unreachable_hub_falls_back_with_visible_notice(tmp_path):
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "MODEL_REPO": "someone/missing-model", "HF_TOKEN": "hf_dummy"}
+    with AppServer(env=env) as s:
+        with urllib.request.urlopen(s.url + "/config") as r:
+            page_config = r.read().decode()
+        out = s.output()
+    assert "notice:" in out and "someone/missing-model" in out
+    assert "someone/missing-model" in page_config  # shown in the UI, not only the log
+
+
+def test_share_offline_prints_one_line_and_keeps_serving():
+    with AppServer("--share", env={"https_proxy": "http://127.0.0.1:9",
+                                   "http_proxy": "http://127.0.0.1:9"}) as s:
+        import time
+
+        deadline = time.time() + 60
+        while "share link" not in s.output() and time.time() < deadline:
+            time.sleep(0.5)
+        assert "Could not create a public share link" in s.output()
+        assert s.alive()
+        result = Client(s.url, verbose=False).predict(handle_file(EXAMPLE), api_name="/classify")
+        assert len(result["confidences"]) == 5
