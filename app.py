@@ -236,16 +236,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def share_server_reachable(timeout: float = 3.0) -> bool:
+    """Gradio's tunnel needs api.gradio.app; offline, skip its long failure output."""
+    import httpx
+
+    try:
+        httpx.head("https://api.gradio.app/", timeout=timeout)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    share = args.share and share_server_reachable()
     explainer = Explainer.from_spec(args.model)
     if explainer.info.notice:
         print(f"notice: {explainer.info.notice}", flush=True)
     demo = build_demo(explainer)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+    demo.launch(server_name=args.host, server_port=args.port, share=share,
                 max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS,
                 prevent_thread_lock=True)
-    if args.share and not demo.share_url:
+    if args.share and not demo.share_url:  # offline, or the tunnel failed
         print(f"Could not create a public share link (no internet?); the demo is still "
               f"serving locally at {demo.local_url}", flush=True)
     demo.block_thread()

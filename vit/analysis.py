@@ -66,7 +66,8 @@ class Explainer:
             folder, notice = hub.resolve_model(spec, timeout=timeout)
         except hub.HubError as exc:  # no Hub and nothing bundled to fall back to
             explainer = cls.untrained(warmup=warmup)
-            explainer.info.notice = f"{exc} {explainer.info.notice}"
+            explainer.info.notice = (f"Could not load the model {spec!r} ({exc}) and no "
+                                     f"bundled weights exist. {explainer.info.notice}")
             return explainer
         model = pretrained.load_pretrained(folder)
         metrics = _read_json(folder, "metrics.json") or {}
