@@ -185,7 +185,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             with gr.Row():
                 raw_img = gr.Image(label="Raw attention of the chosen block and head",
                                    interactive=False, elem_id="raw")
-                distance = gr.Plot(label="Mean attention distance per head")
+                distance = gr.Plot(label="Mean attention distance per head", show_label=False)
         with gr.Tab("Batch"):
             files = gr.File(file_count="multiple", file_types=["image"],
                             label="Several images")

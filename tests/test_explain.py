@@ -194,7 +194,7 @@ def test_plot_attention_distance():
     ax = fig.axes[0]
     assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     assert len(ax.collections) == 2  # one scatter per head
-    np.testing.assert_allclose(ax.collections[1].get_offsets(), [[0, 5], [1, 12]])
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), [[1, 5], [2, 12]])
 
 
 def test_overlay_shape_dtype_and_alpha():

@@ -218,9 +218,9 @@ def plot_attention_distance(distances: np.ndarray, patch_px: float, image_size: 
     fig = Figure(figsize=(6, 4), layout="constrained")
     FigureCanvasAgg(fig)  # Agg: renders without a display, no pyplot state
     ax = fig.add_subplot()
-    blocks = np.arange(distances.shape[0])
+    blocks = np.arange(1, distances.shape[0] + 1)  # 1-based, like the app's controls
     for head in range(distances.shape[1]):
-        ax.scatter(blocks, distances[:, head], label=f"head {head}", alpha=0.8)
+        ax.scatter(blocks, distances[:, head], label=f"head {head + 1}", alpha=0.8)
     ax.set_title(f"Mean attention distance ({patch_px}px patches, "
                  f"{image_size}x{image_size} image)")
     ax.set_xlabel("Network depth (block)")

@@ -1,0 +1,75 @@
+"""A person's path through the demo in headless Chromium (Debian's, via Playwright).
+
+Saves screenshots to $SCREENSHOT_DIR (default: runs/screenshots) for a human look.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app_server import ROOT, AppServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with AppServer() as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(server.url)
+        yield page
+        browser.close()
+
+
+def shots():
+    path = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "runs" / "screenshots"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def image_src(page, elem_id):
+    return page.locator(f"#{elem_id} img").first.get_attribute("src")
+
+
+def test_upload_classify_overlay_and_patch_click(page):
+    page.locator("#upload input[type=file]").set_input_files(str(ROOT / "examples" / "tiger.png"))
+    top = page.locator("#top5 .output-class")
+    top.wait_for(timeout=60_000)
+    label = top.inner_text().strip()
+    from vit.data import CIFAR100_LABELS
+
+    assert label in CIFAR100_LABELS
+    page.locator("#rollout img").first.wait_for(timeout=30_000)
+    page.locator("#patch img").first.wait_for(timeout=30_000)
+    assert image_src(page, "rollout")
+    before_patch = image_src(page, "patch")
+    before_seen = image_src(page, "seen")
+
+    seen = page.locator("#seen img").first
+    box = seen.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+    page.wait_for_function(
+        "([id, old]) => { const i = document.querySelector(`#${id} img`); "
+        "return i && i.getAttribute('src') !== old; }", arg=["patch", before_patch],
+        timeout=30_000)
+    assert image_src(page, "seen") != before_seen  # the clicked patch is outlined
+    page.screenshot(path=str(shots() / "explore.png"), full_page=True)
+
+
+def test_bad_upload_shows_a_clear_message(page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    toast = page.get_by_text("not an image Pillow can read", exact=False)
+    toast.first.wait_for(timeout=30_000)
+    page.screenshot(path=str(shots() / "bad-upload.png"), full_page=False)
