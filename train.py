@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 
@@ -72,25 +71,9 @@ def main(argv=None) -> int:
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
         limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
         verbose="auto" if sys.stdout.isatty() else 2)
-    config = state["config"]
-    metrics = training.evaluate(model, dataset.x_test, dataset.y_test)
-    seconds = state["train_seconds"]
-    images = state["train_images"] * config.epochs
-    metrics.update({
-        "preset": args.preset, "epochs": config.epochs, "seed": state["seed"],
-        "train_images": state["train_images"], "val_images": state["val_images"],
-        "train_seconds": round(seconds, 1),
-        "images_per_second": round(images / seconds, 1) if seconds else None,
-        "mixed_precision": args.mixed_precision, "replicas": state["replicas"],
-        "hardware": f"{platform.processor() or platform.machine()}, "
-                    f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
-        "command": "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-    })
-    if state["history"]:
-        last = state["history"][-1]
-        metrics.update({k: last[k] for k in ("val_top1", "val_top5", "val_loss") if k in last})
-    export.write_model_folder(model, output_dir, config=config, metrics=metrics,
-                              history=state["history"], label_names=dataset.label_names)
+    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,
+                                command=command, mixed_precision=args.mixed_precision)
     print(f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f} "
           f"loss={metrics['test_loss']:.4f} -> {output_dir}")
     if args.push_to_hub:

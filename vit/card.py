@@ -32,6 +32,11 @@ with Keras 3, preset `{{ preset }}` ({{ parameters }} parameters).
 
 Trained for {{ epochs }} epochs in {{ hours }} h on {{ hardware }}
 ({{ ips }} images/s). Weights sha256: `{{ sha }}`.
+{% if epochs_planned %}
+**Work in progress:** this is the checkpoint after {{ epochs }} of {{ epochs_planned }}
+planned epochs (the learning rate has not finished its cosine decay); the final
+model will be more accurate.
+{% endif %}
 {% if has_curves %}
 ![training curves](curves.png)
 {% endif %}
@@ -113,4 +118,5 @@ def build_model_card(metrics: dict, repo_id: str | None = None,
         repo_id=repo_id or f"USER/{name}",
         command=metrics.get("command", "python train.py"),
         config_json=json.dumps(metrics.get("config", {}), indent=2),
-        citation=CITATION, has_curves=has_curves)
+        citation=CITATION, has_curves=has_curves,
+        epochs_planned=metrics.get("epochs_planned") if metrics.get("in_training") else None)

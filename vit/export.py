@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import platform
 
 import keras
 
@@ -58,12 +59,25 @@ def plot_curves(history: list[dict], path: str, title: str = "") -> None:
     plt.close(fig)
 
 
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """A copy with the same weights but no optimizer state (a third of the size).
+
+    Keras saves a compiled model's optimizer variables into model.weights.h5;
+    a published model only needs the weights.
+    """
+    if getattr(model, "optimizer", None) is None:
+        return model
+    plain = model.__class__.from_config(model.get_config())
+    plain.set_weights(model.get_weights())
+    return plain
+
+
 def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: dict,
                        history: list[dict], label_names: list[str],
                        repo_id: str | None = None) -> dict:
     """Save everything; returns the metrics as written (with the weights' sha256)."""
     os.makedirs(output_dir, exist_ok=True)
-    model.save(output_dir, zipped=False)
+    without_optimizer(model).save(output_dir, zipped=False)
     metrics = {**metrics, "config": config.to_dict(),
                "parameters": int(model.count_params()),
                "weights_sha256": sha256_file(os.path.join(output_dir, WEIGHTS_FILE))}
@@ -79,3 +93,35 @@ def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: 
                             has_curves=bool(history))
     card.save(os.path.join(output_dir, "README.md"))
     return metrics
+
+
+def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, preset: str,
+               command: str, mixed_precision: str = "off", **extra) -> dict:
+    """Evaluate on the test split and write the model folder for a (finished or
+    checkpointed) run; `state` is what training.fit returns or a checkpoint holds."""
+    import tensorflow as tf
+
+    from .config import ViTConfig
+    from .training import evaluate
+
+    config = state["config"]
+    if isinstance(config, dict):
+        config = ViTConfig.from_dict(config)
+    history = state.get("history", [])
+    metrics = evaluate(model, dataset.x_test, dataset.y_test)
+    seconds = sum(row["train_seconds"] for row in history) or state.get("train_seconds", 0)
+    images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
+    metrics.update({
+        "preset": preset, "epochs": len(history) or config.epochs, "seed": state.get("seed"),
+        "train_images": state.get("train_images"), "val_images": state.get("val_images"),
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(images / seconds, 1) if seconds else None,
+        "mixed_precision": mixed_precision, "replicas": state.get("replicas", 1),
+        "hardware": f"{platform.processor() or platform.machine()}, "
+                    f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
+        "command": command, **extra})
+    if history:
+        metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
+                        if k in history[-1]})
+    return write_model_folder(model, output_dir, config=config, metrics=metrics,
+                              history=history, label_names=dataset.label_names)

@@ -1,0 +1,108 @@
+"""Helpers shared by the benchmark scripts: model choice, data folder, timing, tables."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+UNTRAINED_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! WARNING: no bundled weights (vit/weights) and no --model given:\n"
+    "!! benchmarking an UNTRAINED `compact` model with random weights.\n"
+    "!! Speed numbers are representative of that preset; accuracy is NOT.\n" + "!" * 78 + "\n")
+
+
+def add_model_args(parser, data: bool = False) -> None:
+    parser.add_argument("--model", default=None, metavar="FOLDER",
+                        help="model folder (default: the bundled weights; if there are "
+                             "none, an untrained `compact` model, with a warning)")
+    if data:
+        parser.add_argument("--data-dir", default=default_data_dir(),
+                            help="extracted cifar-100-python folder "
+                                 "(default: $CIFAR100_DIR, else ../shared/data/cifar100)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a very short run that only checks the script works")
+
+
+def default_data_dir() -> str | None:
+    env = os.environ.get("CIFAR100_DIR")
+    if env:
+        return env
+    shared = ROOT.parent / "shared" / "data" / "cifar100"
+    return str(shared) if (shared / "train").is_file() else None
+
+
+def model_folder(folder: str | None) -> str | None:
+    """The folder to load, or None when only the untrained fallback is left."""
+    from vit import pretrained
+
+    if folder:
+        return folder
+    return pretrained.BUNDLED_DIR if pretrained.bundled_available() else None
+
+
+def load_model(folder: str | None):
+    """(keras model, description). Falls back loudly to an untrained `compact` model."""
+    import vit
+    from vit import pretrained
+
+    chosen = model_folder(folder)
+    if chosen is None:
+        print(UNTRAINED_WARNING, flush=True)
+        model = vit.build_vit(vit.get_preset("compact"))
+        return model, "UNTRAINED compact (random weights)"
+    model = pretrained.load_pretrained(chosen)
+    name = "bundled weights" if chosen == pretrained.BUNDLED_DIR else chosen
+    return model, f"{name} ({model.count_params():,} parameters)"
+
+
+def time_calls(fn, iters: int, warmup: int = 3) -> list[float]:
+    """Milliseconds per call of fn(), after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def percentile(values, q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = min(len(values) - 1, max(0, round(q / 100.0 * (len(values) - 1))))
+    return float(values[k])
+
+
+def repeated_latency(fn, repeats: int, iters: int, warmup: int = 3) -> tuple[float, float]:
+    """(p50, p95) in ms: each the median over `repeats` runs of `iters` calls."""
+    p50s, p95s = [], []
+    for r in range(repeats):
+        times = time_calls(fn, iters, warmup if r == 0 else 1)
+        p50s.append(percentile(times, 50))
+        p95s.append(percentile(times, 95))
+    return statistics.median(p50s), statistics.median(p95s)
+
+
+def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    if title:
+        print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(c.rjust(w) if i else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))))
+    sys.stdout.flush()

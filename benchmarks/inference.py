@@ -1,0 +1,149 @@
+"""Single-image latency and batch throughput of the serving path (vit.inference.Predictor).
+
+    python benchmarks/inference.py                  # bundled weights (or --model FOLDER)
+    python benchmarks/inference.py --smoke          # quick check
+
+Measures, on random 32x32 uint8 images (latency does not depend on content):
+  (a) logits only: a separate tf.function(jit_compile=True) over the plain classifier;
+  (b) logits + all attention: Predictor.predict (what `classify` runs);
+  (c) classify + all maps: Predictor.predict + rollout + raw + patch map + class
+      gradients + gradient rollout + mean attention distance (model and NumPy
+      compute only, no image encoding). Target: p50 <= 5 ms on the 2-core CPU;
+  (d) batch-64 throughput (images/s) with and without attention;
+plus eager `model(x)` and `model.predict(x)` single-image latency for contrast.
+Every latency is the median over --repeats runs of p50 / p95 of --iters calls.
+
+Last line: `p50_ms=... p95_ms=... maps_p50_ms=... batch64_ips=... ...` where
+p50/p95 are (b), maps_p50_ms is (c), batch64_ips is (d) without attention
+(`batch64_attn_ips` with), `logits_p50_ms` is (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import numpy as np
+from _common import add_model_args, load_model, print_table, repeated_latency, time_calls
+
+
+def maps_steps(pred, image):
+    """The per-request compute of classify + every explanation, as named steps."""
+    from vit import explain
+
+    hc, last = pred.has_class_token, pred.num_blocks - 1
+    centre = (pred.grid_size // 2) * pred.grid_size + pred.grid_size // 2
+    state = {}
+
+    def forward():
+        probs, attention = pred.predict(image[None])
+        state["top"], state["attn"] = int(np.argmax(probs[0])), [a[0] for a in attention]
+
+    def gradients():
+        state["grads"] = pred.class_gradients(image, state["top"])
+
+    return [
+        ("Predictor.predict", forward),
+        ("attention rollout", lambda: explain.attention_rollout(state["attn"],
+                                                                has_class_token=hc)),
+        ("raw attention", lambda: explain.raw_attention(state["attn"], last,
+                                                        has_class_token=hc)),
+        ("patch map", lambda: explain.patch_attention(state["attn"], last, centre,
+                                                      has_class_token=hc)),
+        ("class gradients", gradients),
+        ("gradient rollout", lambda: explain.gradient_rollout(state["attn"], state["grads"],
+                                                              has_class_token=hc)),
+        ("attention distance", lambda: explain.mean_attention_distance(
+            state["attn"], pred.grid_size, pred.patch_px, has_class_token=hc)),
+    ]
+
+
+def batch_ips(fn, batch: np.ndarray, repeats: int, iters: int) -> float:
+    """Images/s: batch size over the median batch time of each repeat, median of repeats."""
+    rates = [len(batch) / (statistics.median(time_calls(lambda: fn(batch), iters, 1)) / 1000)
+             for _ in range(repeats)]
+    return statistics.median(rates)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(p)
+    p.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
+    p.add_argument("--iters", type=int, default=200, help="calls per run of the fast paths")
+    p.add_argument("--batch-iters", type=int, default=20, help="batches per run")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.repeats, args.iters, args.batch_iters = 2, 5, 2
+
+    import tensorflow as tf
+
+    from vit.inference import Predictor
+
+    model, described = load_model(args.model)
+    t0 = time.perf_counter()
+    pred = Predictor(model, warmup=True)
+    pred.class_gradients(np.zeros((pred.image_size,) * 2 + (3,), np.uint8), 0)
+    compile_s = time.perf_counter() - t0
+    size = pred.image_size
+    print(f"model: {described}\n{pred.num_blocks} blocks x {pred.num_heads} heads, "
+          f"{pred.num_tokens} tokens; XLA compile + warm-up {compile_s:.1f} s")
+
+    spec = tf.TensorSpec((None, size, size, 3), tf.uint8)
+    logits_fn = tf.function(lambda im: model(tf.cast(im, tf.float32), training=False),
+                            input_signature=[spec], jit_compile=True)
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 256, (64, size, size, 3), dtype=np.uint8)
+    cycle = itertools.cycle(range(len(pool)))
+
+    def one(fn):
+        return lambda: fn(pool[next(cycle)])
+
+    def all_maps(image):
+        for _, step in maps_steps(pred, image):
+            step()
+
+    r, n = args.repeats, args.iters
+    slow_n = max(2, n // 4)
+    paths = [
+        ("(a) logits only, XLA", one(lambda im: logits_fn(tf.constant(im[None])).numpy()), n),
+        ("(b) logits + attention (Predictor.predict)", one(lambda im: pred.predict(im[None])), n),
+        ("(c) classify + all maps", one(all_maps), n),
+        ("eager model(x)", one(lambda im: model(tf.constant(im[None], tf.float32),
+                                                training=False).numpy()), slow_n),
+        ("model.predict(x)", one(lambda im: model.predict(im[None].astype(np.float32),
+                                                          verbose=0)), slow_n),
+    ]
+    latency = {}
+    for name, fn, iters in paths:
+        latency[name] = repeated_latency(fn, r, iters)
+    print_table(["single image", "p50 ms", "p95 ms"],
+                [[k, f"{a:.2f}", f"{b:.2f}"] for k, (a, b) in latency.items()],
+                f"Latency (median of {r} runs; {n} calls each, {slow_n} for the slow ones)")
+
+    image = pool[0]
+    steps = maps_steps(pred, image)
+    for _, step in steps:  # fill the shared state once
+        step()
+    rows = [[name, f"{repeated_latency(step, r, n)[0]:.3f}"] for name, step in steps]
+    print_table(["step of (c)", "p50 ms"], rows, "Where (c) spends its time")
+
+    plain = batch_ips(lambda b: logits_fn(tf.constant(b)).numpy(), pool, r, args.batch_iters)
+    attn = batch_ips(pred.predict, pool, r, args.batch_iters)
+    print_table(["batch of 64", "images/s"],
+                [["(d) logits only, XLA", f"{plain:.0f}"],
+                 ["(d) logits + attention (Predictor.predict)", f"{attn:.0f}"]],
+                "Throughput")
+
+    p50, p95 = latency[paths[1][0]]
+    maps = latency[paths[2][0]][0]
+    verdict = "meets" if maps <= 5.0 else "MISSES"
+    print(f"\n(c) classify + all maps p50 = {maps:.2f} ms: {verdict} the <= 5 ms target")
+    print(f"p50_ms={p50:.3f} p95_ms={p95:.3f} maps_p50_ms={maps:.3f} batch64_ips={plain:.1f} "
+          f"batch64_attn_ips={attn:.1f} logits_p50_ms={latency[paths[0][0]][0]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

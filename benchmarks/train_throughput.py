@@ -1,0 +1,134 @@
+"""Training throughput (images/s) of each preset, as `train.py` trains it.
+
+    python benchmarks/train_throughput.py                          # tutorial compact gpu tiny
+    python benchmarks/train_throughput.py --presets compact --steps 30
+    python benchmarks/train_throughput.py --mixed-precision bf16 --jit
+    python benchmarks/train_throughput.py --smoke                  # quick check
+
+Per preset: build the model, `vit.training.compile_model` (AdamW, warm-up/cosine,
+top-1/top-5 metrics), then `model.fit` on random uint8 images fed through
+`vit.data.train_dataset` with the preset's own batch size and augmentation.
+After --warmup untimed steps (tracing, compilation), --steps training steps
+are timed one by one (a preset stops early after --max-seconds); images/s is
+the batch size over the median step time. Random pixels cost the same as
+real ones. float32 unless --mixed-precision.
+
+Last line: `tutorial=... compact=... gpu=... tiny=...` (images/s per preset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from _common import print_table
+
+DEFAULT_PRESETS = ("tutorial", "compact", "gpu", "tiny")
+
+
+def _step_timer(warmup: int, max_seconds: float):
+    """A Keras callback recording each timed step's seconds; stops after the budget."""
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times, self._t0, self._start = [], None, None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if logs and "loss" in logs:
+                float(logs["loss"])  # make sure the step has really finished
+            now = time.perf_counter()
+            if batch < warmup:
+                return
+            self._start = self._start or self._t0
+            self.times.append(now - self._t0)
+            if now - self._start > max_seconds and len(self.times) >= 2:
+                self.model.stop_training = True
+
+    return StepTimer()
+
+
+def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
+            batch_size: int | None = None) -> dict:
+    import keras
+
+    import vit
+    from vit import data, training
+
+    config = vit.get_preset(preset)
+    if batch_size:
+        config = config.replace(batch_size=batch_size)
+    total = warmup + steps
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (config.batch_size * total, config.image_size,
+                              config.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, config.num_classes, len(x))
+    keras.utils.set_random_seed(0)
+    model = vit.build_vit(config)
+    training.compile_model(model, config, steps_per_epoch=total, jit=jit)
+    ds = data.train_dataset(x, y, num_classes=config.num_classes,
+                            batch_size=config.batch_size, seed=0, start_epoch=0, epochs=1,
+                            augment=config.augment, mixup_alpha=config.mixup_alpha,
+                            cutmix_alpha=config.cutmix_alpha)
+    timer = _step_timer(warmup, max_seconds)
+    t0 = time.perf_counter()
+    model.fit(ds, epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0,
+              shuffle=False)
+    wall = time.perf_counter() - t0
+    step = statistics.median(timer.times)
+    result = dict(preset=preset, batch=config.batch_size, params=model.count_params(),
+                  steps=len(timer.times), step_ms=1000 * step,
+                  ips=config.batch_size / step, wall=wall)
+    keras.backend.clear_session()
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--presets", nargs="+", default=None,
+                   help=f"default: {' '.join(DEFAULT_PRESETS)}")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per preset")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per preset")
+    p.add_argument("--max-seconds", type=float, default=120.0,
+                   help="stop timing a preset after this long (at least 2 steps)")
+    p.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override every preset's batch size")
+    p.add_argument("--smoke", action="store_true",
+                   help="a very short run that only checks the script works")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.presets = args.presets or ["tiny"]
+        args.warmup, args.steps, args.max_seconds = 1, 2, 10.0
+    presets = args.presets or list(DEFAULT_PRESETS)
+
+    import _common  # noqa: F401  (sets up sys.path and the Keras backend)
+    from vit import training
+
+    training.set_precision(args.mixed_precision)
+    print(f"precision: {args.mixed_precision}, XLA train step: {args.jit}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps (max {args.max_seconds:.0f} s)",
+          flush=True)
+    results = []
+    for preset in presets:
+        r = measure(preset, args.warmup, args.steps, args.max_seconds, args.jit,
+                    args.batch_size)
+        print(f"  {preset}: {r['ips']:.1f} images/s ({r['wall']:.0f} s)", flush=True)
+        results.append(r)
+    print_table(["preset", "params", "batch", "timed steps", "median step ms", "images/s"],
+                [[r["preset"], f"{r['params']:,}", r["batch"], r["steps"],
+                  f"{r['step_ms']:.0f}", f"{r['ips']:.1f}"] for r in results],
+                "Training throughput")
+    print(" ".join(f"{r['preset']}={r['ips']:.1f}" for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

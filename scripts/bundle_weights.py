@@ -1,0 +1,61 @@
+"""Make a run the app's bundled default model (vit/weights/).
+
+    python scripts/bundle_weights.py runs/compact --data-dir ../shared/data/cifar100
+
+A finished run's folder is copied as is. A run still in training is exported
+from its latest checkpoint (evaluated on the test split now), and its card and
+metrics.json say how many of the planned epochs it has done.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vit import data, export, pretrained, training  # noqa: E402
+
+FILES = ("config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
+         "history.csv", "curves.png", "README.md")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", help="a train.py --output-dir folder")
+    p.add_argument("--to", default=pretrained.BUNDLED_DIR)
+    p.add_argument("--data-dir")
+    args = p.parse_args()
+    if os.path.isdir(args.to):
+        shutil.rmtree(args.to)
+    os.makedirs(args.to)
+    if os.path.isfile(os.path.join(args.run, "metrics.json")):
+        for name in FILES:
+            shutil.copy2(os.path.join(args.run, name), args.to)
+    else:
+        model, state = training.load_checkpoint(os.path.join(args.run, training.CHECKPOINT_DIR))
+        if model is None:
+            sys.exit(f"error: {args.run} has neither metrics.json nor a checkpoint")
+        planned = state["config"]["epochs"]
+        preset = state.get("preset") or _guess_preset(state["config"])
+        export.export_run(
+            model, state, data.load_cifar100(args.data_dir), args.to, preset=preset,
+            command=f"python train.py --preset {preset}  # checkpoint after epoch "
+                    f"{state['epoch']} of {planned}",
+            epochs_planned=planned, in_training=True)
+    pretrained.verify_model_folder(args.to)
+    metrics = json.load(open(os.path.join(args.to, "metrics.json")))
+    print(f"bundled {args.run} -> {args.to}: epochs={metrics['epochs']} "
+          f"top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")
+
+
+def _guess_preset(config: dict) -> str:
+    from vit.config import PRESETS, ViTConfig
+
+    cfg = ViTConfig.from_dict(config)
+    return next((name for name, preset in PRESETS.items() if preset == cfg), "custom")
+
+
+if __name__ == "__main__":
+    main()
