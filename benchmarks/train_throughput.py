@@ -109,7 +109,6 @@ def main(argv=None) -> int:
         args.warmup, args.steps, args.max_seconds = 1, 2, 10.0
     presets = args.presets or list(DEFAULT_PRESETS)
 
-    import _common  # noqa: F401  (sets up sys.path and the Keras backend)
     from vit import training
 
     training.set_precision(args.mixed_precision)
