@@ -54,11 +54,11 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
     centre = (pred.grid_size // 2) * pred.grid_size + pred.grid_size // 2
     heads = [ALL_HEADS] + [f"head {i + 1}" for i in range(pred.num_heads)]
 
-    def analyse(source):
+    def analyse(source, gradients=True):
         if source is None:
             raise gr.Error("Please upload an image first.")
         try:
-            return explainer.analyse(source)
+            return explainer.analyse(source, gradients)
         except images.ImageDecodeError as exc:
             raise gr.Error(str(exc), title="Can't read this image") from None
 
@@ -102,7 +102,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
     # ---------------------------------------------------------------- API
     def classify(image):
         """Top-5 CIFAR-100 classes with confidences for one image."""
-        return explainer.top_k(analyse(image))
+        return explainer.top_k(analyse(image, gradients=False))
 
     def explain(image, head_fusion="mean", discard_ratio=0.0, block=0, head=0,
                 class_name=None):
@@ -128,7 +128,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
         for path in files:
             name = os.path.basename(path)
             try:
-                a = explainer.analyse(path)
+                a = explainer.analyse(path, gradients=False)
             except images.ImageDecodeError as exc:
                 rows.append([name, "—", None, str(exc)])
                 continue

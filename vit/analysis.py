@@ -40,6 +40,7 @@ class Analysis:
     pixels: np.ndarray  # (32, 32, 3) uint8: what the model sees
     probs: np.ndarray  # (classes,)
     attention: list = field(repr=False)  # per block (heads, T, T)
+    gradients: dict = field(default_factory=dict, repr=False)  # class -> per block (h, T, T)
 
     @property
     def top_class(self) -> int:
@@ -51,8 +52,8 @@ class Explainer:
         self.predictor = Predictor(model, warmup=warmup)
         self.labels = list(label_names)
         self.info = info
-        if warmup:  # compile the gradient program too, so no request pays for it
-            self.predictor.class_gradients(np.zeros((32, 32, 3), np.uint8), 0)
+        if warmup:  # compile the analysis program too, so no request pays for it
+            self.predictor.explain_one(np.zeros((32, 32, 3), np.uint8))
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -101,16 +102,22 @@ class Explainer:
     def has_class_token(self) -> bool:
         return self.predictor.has_class_token
 
-    def analyse(self, source) -> Analysis:
-        """Decode an upload (raises images.ImageDecodeError) and run the model once."""
-        display_image = images.load_image(source)
-        return self.analyse_image(display_image)
+    def analyse(self, source, gradients: bool = True) -> Analysis:
+        """Decode an upload (raises images.ImageDecodeError) and run the model once.
 
-    def analyse_image(self, image: Image.Image) -> Analysis:
+        gradients=True also back-propagates the top-1 logit in the same compiled
+        program (for the class map); classification alone skips that.
+        """
+        return self.analyse_image(images.load_image(source), gradients)
+
+    def analyse_image(self, image: Image.Image, gradients: bool = True) -> Analysis:
         square = ImageOps.fit(image, (DISPLAY, DISPLAY), Image.Resampling.LANCZOS)
         pixels = images.to_model_input(image, self.predictor.image_size)
-        probs, attention = self.predictor.predict(pixels[None])
-        return Analysis(np.asarray(square), pixels, probs[0], [a[0] for a in attention])
+        if not gradients:
+            probs, attention = self.predictor.predict(pixels[None])
+            return Analysis(np.asarray(square), pixels, probs[0], [a[0] for a in attention])
+        probs, attention, grads, top = self.predictor.explain_one(pixels)
+        return Analysis(np.asarray(square), pixels, probs, attention, {top: grads})
 
     def top_k(self, analysis: Analysis, k: int = 5) -> dict[str, float]:
         order = np.argsort(-analysis.probs)[:k]
@@ -154,7 +161,11 @@ class Explainer:
         return explain.pixel_to_patch(x, y, DISPLAY, self.grid)
 
     def class_map(self, analysis, class_index: int, alpha=0.6) -> np.ndarray:
-        grads = self.predictor.class_gradients(analysis.pixels, int(class_index))
+        class_index = int(class_index)
+        if class_index not in analysis.gradients:
+            analysis.gradients[class_index] = self.predictor.class_gradients(
+                analysis.pixels, class_index)
+        grads = analysis.gradients[class_index]
         heat = explain.gradient_rollout(analysis.attention, grads,
                                         has_class_token=self.has_class_token)
         return self._overlay(analysis, heat, alpha)

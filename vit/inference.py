@@ -80,9 +80,15 @@ class Predictor:
             outputs = self.explainer(tf.cast(image, tf.float32), training=False)
             attention = outputs["attention"]
             tape.watch(attention)
-            logit = tf.gather(outputs["logits"][0], class_index)
+            logits = outputs["logits"][0]
+            # class_index -1 means "the top-1 class", decided inside the same program.
+            chosen = tf.where(class_index < 0, tf.argmax(logits, output_type=tf.int32),
+                              class_index)
+            logit = tf.gather(logits, chosen)
         grads = tape.gradient(logit, attention)
-        return tf.stack([g[0] for g in grads])  # (blocks, h, T, T)
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32))
+        return (probs, tf.stack([a[0] for a in attention]),  # (blocks, h, T, T)
+                tf.stack([g[0] for g in grads]), chosen)
 
     def predict(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities (B, classes) and per-block attention [(B, h, T, T)]."""
@@ -101,5 +107,19 @@ class Predictor:
             raise ValueError("class_gradients explains one image at a time")
         if not 0 <= class_index < self.num_classes:
             raise IndexError(f"class_index {class_index} outside 0..{self.num_classes - 1}")
-        grads = self._gradients(tf.constant(batch), tf.constant(class_index, tf.int32))
-        return list(grads.numpy())
+        return self.explain_one(batch[0], class_index)[2]
+
+    def explain_one(self, image, class_index: int = -1):
+        """One compiled forward + backward for one image.
+
+        Returns (probs (classes,), attention [(h, T, T)] per block, gradients of
+        the class logit w.r.t. that attention [(h, T, T)], class index); class
+        -1 explains the top-1 class. The demo's first view needs all of them,
+        so this saves a second forward pass.
+        """
+        batch = _as_uint8_batch(image, self.image_size)
+        if batch.shape[0] != 1:
+            raise ValueError("explain_one explains one image at a time")
+        probs, attention, grads, chosen = self._gradients(
+            tf.constant(batch), tf.constant(class_index, tf.int32))
+        return probs.numpy(), list(attention.numpy()), list(grads.numpy()), int(chosen)
