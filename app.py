@@ -67,12 +67,18 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             return explainer.labels.index(class_name)
         return analysis.top_class
 
+    cleared = (None, None, centre, None, None, None, None, None, gr.update(value=None), None)
+
     # ---------------------------------------------------------------- UI events
     def on_image(source, fusion, discard, block, head):
         if source is None:  # cleared
-            return (None, None, centre, None, None, None, None, None,
-                    gr.update(value=None), None)
-        a = analyse(source)
+            return cleared
+        try:
+            a = explainer.analyse(source)
+        except images.ImageDecodeError as exc:
+            # Say why, and clear the previous image's maps so nothing stale is shown.
+            gr.Warning(str(exc), title="Can't read this image")
+            return cleared
         b, h = int(block) - 1, _head_index(head)
         top = explainer.labels[a.top_class]
         return (a, explainer.top_k(a), centre, explainer.model_view(a, centre),
@@ -107,7 +113,6 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
     def explain(image, head_fusion="mean", discard_ratio=0.0, block=0, head=0,
                 class_name=None):
         """Rollout, raw attention (block, head; 0 = last block / all heads) and class map."""
-        a = analyse(image)
         b = int(block) - 1 if block else pred.num_blocks - 1
         if not 0 <= b < pred.num_blocks:
             raise gr.Error(f"block must be 1..{pred.num_blocks}")
@@ -116,6 +121,12 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             raise gr.Error(f"head must be 1..{pred.num_heads} (0 = all heads)")
         if head_fusion not in FUSIONS:
             raise gr.Error(f"head_fusion must be one of {FUSIONS}")
+        if not 0.0 <= float(discard_ratio) < 1.0:
+            raise gr.Error("discard_ratio must be in [0, 1)")
+        if class_name and class_name not in explainer.labels:
+            raise gr.Error(f"unknown class {class_name!r}; use a CIFAR-100 class name or '' "
+                           "for the top-1 class")
+        a = analyse(image)
         return (explainer.top_k(a), explainer.rollout(a, head_fusion, float(discard_ratio)),
                 explainer.raw(a, b, h, head_fusion),
                 explainer.class_map(a, class_index(a, class_name)))
@@ -194,7 +205,9 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                                  interactive=False)
             gallery = gr.Gallery(label="Attention rollout", columns=6, height="auto")
 
-        ui = dict(api_visibility="private")
+        # Every event that runs the model shares one queue slot pool sized for 2 cores.
+        model = dict(concurrency_id="model", concurrency_limit=2)
+        ui = dict(api_visibility="private", **model)
         image.change(on_image, [image, fusion, discard, block, head],
                      [analysis, label, patch_state, seen, rollout_img, raw_img, patch_img,
                       class_img, class_dd, distance], **ui)
@@ -205,7 +218,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
         seen.select(on_select, [analysis, block, head, fusion], [patch_state, seen, patch_img],
                     **ui)
         class_dd.input(on_class, [analysis, class_dd], class_img, **ui)
-        run.click(batch, files, [table, gallery], api_name="batch")
+        run.click(batch, files, [table, gallery], api_name="batch", **model)
 
         # Public API endpoints, wired to hidden triggers so the UI stays uncluttered.
         api_image = UploadImage(type="filepath", visible=False)
@@ -214,10 +227,11 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                        gr.Number(0, visible=False), gr.Textbox(visible=False)]
         api_label = gr.Label(visible=False)
         api_maps = [gr.Image(visible=False) for _ in range(3)]
-        gr.Button(visible=False).click(classify, api_image, api_label, api_name="classify")
+        gr.Button(visible=False).click(classify, api_image, api_label, api_name="classify",
+                                       **model)
         gr.Button(visible=False).click(explain, [api_image, *api_options],
-                                       [api_label, *api_maps], api_name="explain")
-    demo.queue(default_concurrency_limit=4)
+                                       [api_label, *api_maps], api_name="explain", **model)
+    demo.queue()
     return demo
 
 

@@ -114,3 +114,12 @@ def test_share_offline_prints_one_line_and_keeps_serving():
         assert s.alive()
         result = Client(s.url, verbose=False).predict(handle_file(EXAMPLE), api_name="/classify")
         assert len(result["confidences"]) == 5
+
+
+def test_explain_validates_options_before_running_the_model(client):
+    for args, message in [(("mean", 1.5, 0, 0, ""), "discard_ratio"),
+                          (("mean", 0.0, 0, 9, ""), "head must be"),
+                          (("median", 0.0, 0, 0, ""), "median"),  # Gradio checks the choices
+                          (("mean", 0.0, 0, 0, "unicorn"), "unknown class")]:
+        with pytest.raises(Exception, match=message):
+            client.predict(handle_file(EXAMPLE), *args, api_name="/explain")

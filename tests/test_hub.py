@@ -300,7 +300,7 @@ def test_unreachable_hub_falls_back_fast(kind, tmp_path):
         assert got["folder"] == str(tmp_path / "fallback")
         assert got["notice"].startswith("Could not reach the Hugging Face Hub"), got
         assert "using the default model in" in got["notice"] and "\n" not in got["notice"]
-        assert got["seconds"] < (0.5 if kind == "closed-port" else 3.0), got
+        assert got["seconds"] < 3.0, got  # the app's promise: fallback within 3 s
     assert out["strict"] and "Could not reach" in out["strict"] and out["strict_seconds"] < 3.0
     assert out["default"] == [str(tmp_path / "fallback"), None]
     if out["bundled_available"]:

@@ -1,5 +1,7 @@
 """Layer maths against NumPy references, and config round trips."""
 
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -94,5 +96,8 @@ def test_transformer_block_rejects_mlp_that_cannot_join_residual():
     layers.ClassTokenPool(),
 ], ids=lambda layer: type(layer).__name__)
 def test_get_config_round_trip(layer):
-    clone = type(layer).from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+    config = layer.get_config()
+    params = set(inspect.signature(type(layer).__init__).parameters) - {"self", "kwargs"}
+    assert params <= set(config), params - set(config)  # every argument is serialised
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config

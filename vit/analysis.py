@@ -65,12 +65,19 @@ class Explainer:
             return cls.untrained(warmup=warmup)
         try:
             folder, notice = hub.resolve_model(spec, timeout=timeout)
-        except hub.HubError as exc:  # no Hub and nothing bundled to fall back to
+        except (hub.HubError, ValueError) as exc:  # bad spec, or no Hub and nothing bundled
             explainer = cls.untrained(warmup=warmup)
             explainer.info.notice = (f"Could not load the model {spec!r} ({exc}) and no "
                                      f"bundled weights exist. {explainer.info.notice}")
             return explainer
-        model = pretrained.load_pretrained(folder)
+        try:
+            model = pretrained.load_pretrained(folder)
+        except pretrained.ModelIntegrityError as exc:
+            if spec is None or not pretrained.bundled_available():
+                raise
+            explainer = cls.from_spec(None, timeout, warmup)  # the bundled weights
+            explainer.info.notice = f"{exc}; using the bundled model instead."
+            return explainer
         metrics = _read_json(folder, "metrics.json") or {}
         labels = _read_json(folder, "labels.json") or CIFAR100_LABELS
         source = "bundled weights" if os.path.abspath(folder) == os.path.abspath(

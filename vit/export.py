@@ -60,16 +60,30 @@ def plot_curves(history: list[dict], path: str, title: str = "") -> None:
 
 
 def without_optimizer(model: keras.Model) -> keras.Model:
-    """A copy with the same weights but no optimizer state (a third of the size).
+    """A float32 copy with the same weights and no optimizer state.
 
-    Keras saves a compiled model's optimizer variables into model.weights.h5;
-    a published model only needs the weights.
+    Keras saves a compiled model's optimizer variables into model.weights.h5
+    (tripling its size) and keeps mixed-precision policies; a published model
+    only needs float32 weights.
     """
-    if getattr(model, "optimizer", None) is None:
+    config = _float32_policies(model.get_config())
+    if getattr(model, "optimizer", None) is None and config == model.get_config():
         return model
-    plain = model.__class__.from_config(model.get_config())
+    plain = model.__class__.from_config(config)
     plain.set_weights(model.get_weights())
     return plain
+
+
+def _float32_policies(config):
+    """Mixed-precision layer policies -> float32: a published model serves on CPUs."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+                config.get("config", {}).get("name", "")).startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    return config
 
 
 def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: dict,

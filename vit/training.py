@@ -71,6 +71,7 @@ def exclude_from_weight_decay(optimizer) -> None:
 
     Keras does not serialise this setting, so a resumed optimizer needs it again.
     """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # fp16 loss scaling wraps it
     optimizer.exclude_from_weight_decay(
         var_names=["bias", "gamma", "beta", "embeddings", "class_token", "scale"])
 
