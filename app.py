@@ -264,7 +264,7 @@ def share_server_reachable(timeout: float = 3.0) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     share = args.share and share_server_reachable()
-    explainer = Explainer.from_spec(args.model)
+    explainer = Explainer.from_spec(args.model, warmup="background")
     if explainer.info.notice:
         print(f"notice: {explainer.info.notice}", flush=True)
     demo = build_demo(explainer)

@@ -38,7 +38,7 @@ def weights_of(folder):
 
 
 def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path):
-    common = ["--preset", "tiny", "--epochs", 4, "--limit-train", 3072, "--seed", 5,
+    common = ["--preset", "tiny", "--epochs", 3, "--limit-train", 2048, "--seed", 5,
               "--data-dir", cifar_path]
     straight = run_train(*common, "--output-dir", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -54,7 +54,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_after = json.loads(latest.read_text())["epoch"]
-    assert 1 <= killed_after < 4, "the run must be interrupted mid-training"
+    assert 1 <= killed_after < 3, "the run must be interrupted mid-training"
     assert not (out_b / "metrics.json").exists()
 
     resumed = run_train(*common, "--output-dir", out_b, "--resume")

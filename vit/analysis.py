@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,12 +49,24 @@ class Analysis:
 
 
 class Explainer:
-    def __init__(self, model, label_names: list[str], info: ModelInfo, warmup: bool = True):
-        self.predictor = Predictor(model, warmup=warmup)
+    def __init__(self, model, label_names: list[str], info: ModelInfo,
+                 warmup: bool | str = True):
+        """warmup: True compiles both XLA programs now; "background" compiles them
+        in a thread while the web server starts (XLA releases the GIL), which
+        shortens the cold start; False leaves it to the first request."""
+        self.predictor = Predictor(model, warmup=False)
         self.labels = list(label_names)
         self.info = info
-        if warmup:  # compile the analysis program too, so no request pays for it
-            self.predictor.explain_one(np.zeros((32, 32, 3), np.uint8))
+        self.warmed = threading.Thread(target=self._warmup, name="xla-warmup", daemon=True)
+        if warmup == "background":
+            self.warmed.start()
+        elif warmup:
+            self.warmed.run()
+
+    def _warmup(self):
+        blank = np.zeros((32, 32, 3), np.uint8)
+        self.predictor.predict(blank[None])  # classify's program
+        self.predictor.explain_one(blank)  # the first view's forward + backward
 
     # ------------------------------------------------------------ loading
     @classmethod

@@ -2,7 +2,10 @@
 
 Training batches are a pure function of (seed, epoch, step): shuffling and
 augmentation use stateless random ops, so a run resumed from a checkpoint
-sees exactly the batches the uninterrupted run would have seen.
+sees exactly the batches the uninterrupted run would have seen. The one
+exception is augment="strong": Keras' RandAugment layer draws from its own
+stateful generator (and picks the same ops for a whole batch), so such runs
+resume statistically, not bit-for-bit.
 """
 
 from __future__ import annotations
