@@ -151,6 +151,8 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
     # ---------------------------------------------------------------- layout
     accuracy = (f"test top-1 **{100 * info.test_top1:.1f}%**, top-5 {100 * info.test_top5:.1f}%"
                 if info.test_top1 is not None else "accuracy not measured")
+    if info.progress:
+        accuracy += f" ({info.progress})"
     with gr.Blocks(title="ViT on CIFAR-100: where does it look?") as demo:
         gr.Markdown(
             "# Where does the Vision Transformer look?\n"

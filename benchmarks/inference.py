@@ -37,22 +37,17 @@ def maps_steps(pred, image):
     centre = (pred.grid_size // 2) * pred.grid_size + pred.grid_size // 2
     state = {}
 
-    def forward():
-        probs, attention = pred.predict(image[None])
-        state["top"], state["attn"] = int(np.argmax(probs[0])), [a[0] for a in attention]
-
-    def gradients():
-        state["grads"] = pred.class_gradients(image, state["top"])
+    def forward_backward():  # what the app's first view runs: one compiled program
+        _, state["attn"], state["grads"], _ = pred.explain_one(image)
 
     return [
-        ("Predictor.predict", forward),
+        ("explain_one (fwd+bwd)", forward_backward),
         ("attention rollout", lambda: explain.attention_rollout(state["attn"],
                                                                 has_class_token=hc)),
         ("raw attention", lambda: explain.raw_attention(state["attn"], last,
                                                         has_class_token=hc)),
         ("patch map", lambda: explain.patch_attention(state["attn"], last, centre,
                                                       has_class_token=hc)),
-        ("class gradients", gradients),
         ("gradient rollout", lambda: explain.gradient_rollout(state["attn"], state["grads"],
                                                               has_class_token=hc)),
         ("attention distance", lambda: explain.mean_attention_distance(
@@ -84,7 +79,7 @@ def main(argv=None) -> int:
     model, described = load_model(args.model)
     t0 = time.perf_counter()
     pred = Predictor(model, warmup=True)
-    pred.class_gradients(np.zeros((pred.image_size,) * 2 + (3,), np.uint8), 0)
+    pred.explain_one(np.zeros((pred.image_size,) * 2 + (3,), np.uint8))
     compile_s = time.perf_counter() - t0
     size = pred.image_size
     print(f"model: {described}\n{pred.num_blocks} blocks x {pred.num_heads} heads, "

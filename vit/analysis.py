@@ -33,6 +33,7 @@ class ModelInfo:
     test_top5: float | None = None
     trained: bool = True
     notice: str | None = None
+    progress: str | None = None  # e.g. "checkpoint after 17 of 50 epochs"
 
 
 @dataclass
@@ -99,6 +100,9 @@ class Explainer:
                          parameters=model.count_params(),
                          test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
                          notice=notice)
+        if metrics.get("in_training"):
+            info.progress = (f"training checkpoint after {metrics.get('epochs')} of "
+                             f"{metrics.get('epochs_planned')} epochs")
         return cls(model, labels, info, warmup=warmup)
 
     @classmethod
