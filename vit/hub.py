@@ -217,7 +217,8 @@ def resolve_model(spec: str | None = None, timeout: float = 3.0, *, fallback: st
         if not _is_unreachable(exc):
             reason = str(_hub_error(exc, f"download {label}"))
         else:
-            reason = f"Could not reach the Hugging Face Hub ({type(exc).__name__}: {_one_line(exc, 120)})"
+            reason = (f"Could not reach the Hugging Face Hub to load {label} "
+                      f"({type(exc).__name__}: {_one_line(exc, 120)})")
             path = _cached(repo_id, revision, cache_dir)
             if path:
                 commit = os.path.basename(os.path.normpath(path))[:7]
