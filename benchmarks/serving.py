@@ -12,8 +12,9 @@ Measures, talking only to 127.0.0.1 through gradio_client:
   (c) load: --users concurrent clients (threads, one Client each) calling
       `/classify` for --duration seconds: requests/s, errors, and the server's
       RSS at start, middle and end (flat memory). Targets: >= 30 req/s, 0 errors.
+      The same load on the no-op app gives Gradio's own ceiling on this machine.
 
-Last line: `cold_start_s=... roundtrip_ratio=... rps=... errors=... rss_mb_start=...
+Last line: `cold_start_s=... roundtrip_ratio=... rps=... errors=... noop_rps=... rss_mb_start=...
 rss_mb_end=...`.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -122,10 +124,19 @@ class Server:
         os.unlink(self.log.name)
 
 
+# gradio_client opens a fresh httpx client for every upload, submit and stream,
+# and each one re-reads the CA bundle into a new SSL context (~25 ms CPU; known
+# httpx cost: encode/httpx#2298, #3627), even for plain http://127.0.0.1. That
+# made the load generator, not the server, the bottleneck (137 ms of client CPU
+# per request, 13 req/s for a no-op app). httpx accepts a ready SSLContext as
+# `verify`, so one shared context keeps verification and drops the cost.
+SSL_CONTEXT = ssl.create_default_context()
+
+
 def client_for(url: str):
     from gradio_client import Client
 
-    return Client(url, verbose=False)
+    return Client(url, verbose=False, ssl_verify=SSL_CONTEXT)
 
 
 def call(client, endpoint: str, *args):
@@ -234,6 +245,7 @@ def main(argv=None) -> int:
         for _ in range(args.repeats):  # interleaved, so both see the same machine
             real_ms.append(roundtrip_p50_ms(real_client, args.trips))
             noop_ms.append(roundtrip_p50_ms(noop_client, args.trips))
+        noop_rps, *_ = load_test(noop, args.users, args.duration)
         noop.stop()
         noop = None
         rps, done, errors, first_error, *rss = load_test(server, args.users, args.duration)
@@ -253,6 +265,8 @@ def main(argv=None) -> int:
         ["round-trip ratio app / no-op", f"{ratio:.2f}x", "<= 1.5x"],
         [f"load: {args.users} users x {args.duration:.0f} s, requests/s", f"{rps:.1f}",
          ">= 30"],
+        ["load: same clients on the no-op app, requests/s", f"{noop_rps:.1f}",
+         "(Gradio's own ceiling)"],
         ["load: successful requests", done, ""],
         ["load: errors", errors, "0"],
         ["server RSS start / middle / end (MB)", " / ".join(f"{m:.0f}" for m in rss),
@@ -262,6 +276,7 @@ def main(argv=None) -> int:
     if first_error:
         print(f"first error: {first_error}")
     print(f"cold_start_s={cold:.2f} roundtrip_ratio={ratio:.3f} rps={rps:.2f} errors={errors} "
+          f"noop_rps={noop_rps:.2f} "
           f"rss_mb_start={rss[0]:.1f} rss_mb_end={rss[-1]:.1f}")
     return 0
 

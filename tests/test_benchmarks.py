@@ -41,4 +41,4 @@ def test_train_throughput_smoke():
 def test_serving_smoke():
     last = run_smoke("serving.py")
     assert re.fullmatch(rf"cold_start_s={NUM} roundtrip_ratio={NUM} rps={NUM} errors=0 "
-                        rf"rss_mb_start={NUM} rss_mb_end={NUM}", last), last
+                        rf"noop_rps={NUM} rss_mb_start={NUM} rss_mb_end={NUM}", last), last

@@ -193,6 +193,27 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                    "replicas": dist.num_replicas_in_sync}
 
 
+def average_weights(models) -> list[np.ndarray]:
+    """Element-wise mean of the weights of same-shaped models, in float64.
+
+    Checkpoint averaging (as in SWA, Izmailov et al. 2018): late in a cosine
+    schedule the weights circle a minimum, and their mean can generalise
+    slightly better than any one of them. Needs no batch-norm re-estimation
+    here: the ViT only has layer norms.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("nothing to average")
+    weights = [np.asarray(w, np.float64) for w in models[0].get_weights()]
+    for other in models[1:]:
+        other_weights = other.get_weights()
+        if [w.shape for w in other_weights] != [w.shape for w in weights]:
+            raise ValueError(f"{other.name}: weights differ in shape from {models[0].name}")
+        for acc, w in zip(weights, other_weights):
+            acc += w
+    return [(acc / len(models)).astype(np.float32) for acc in weights]
+
+
 def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:
     """Test-split loss (plain cross-entropy), top-1 and top-5."""
     logits = model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)

@@ -1,0 +1,83 @@
+"""Average a run's last epoch checkpoints, choosing how many on the validation split.
+
+    python scripts/average_checkpoints.py runs/compact runs/compact-snapshots/epoch-004*.keras \\
+        runs/compact-snapshots/epoch-0050.keras --data-dir ../shared/data/cifar100 \\
+        --out runs/compact-avg
+
+RUN is a finished train.py folder; SNAPSHOTS are copies of its per-epoch
+checkpoints (train.py keeps only the latest one). For each candidate K
+(--candidates), the weights of the last K snapshots are averaged
+(`vit.training.average_weights`) and scored on the run's held-out validation
+split; the best K wins (the smallest K on ties), and K=1 is the run itself.
+The test split is used only once, to report the winner, so the choice cannot
+be tuned on it. Writes a model folder like train.py's, whose metrics.json
+records the averaged epochs and every candidate's validation top-1.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras  # noqa: E402
+
+from vit import data, export, training  # noqa: E402
+from vit.config import ViTConfig  # noqa: E402
+
+
+def epoch_of(path: str) -> int:
+    match = re.search(r"epoch-(\d+)\.keras$", path)
+    if not match:
+        raise SystemExit(f"error: {path} is not an epoch-NNNN.keras checkpoint")
+    return int(match.group(1))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", help="a finished train.py --output-dir folder")
+    p.add_argument("snapshots", nargs="+", help="epoch-NNNN.keras checkpoints of that run")
+    p.add_argument("--candidates", type=int, nargs="+", default=[1, 3, 5, 10])
+    p.add_argument("--data-dir")
+    p.add_argument("--out", required=True, help="model folder to write")
+    args = p.parse_args(argv)
+
+    with open(os.path.join(args.run, training.CHECKPOINT_DIR, training.LATEST)) as f:
+        state = json.load(f)
+    with open(os.path.join(args.run, "metrics.json")) as f:
+        run_metrics = json.load(f)
+    config = ViTConfig.from_dict(state["config"])
+    snapshots = sorted(args.snapshots, key=epoch_of)
+    if epoch_of(snapshots[-1]) != state["epoch"]:
+        raise SystemExit(f"error: the last snapshot is epoch {epoch_of(snapshots[-1])}, "
+                         f"the run ended at epoch {state['epoch']}")
+    dataset = data.load_cifar100(args.data_dir)
+    _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
+                                             config.validation_split)
+    models = [keras.saving.load_model(path, compile=False) for path in snapshots]
+    model = keras.saving.load_model(snapshots[-1], compile=False)  # scratch: gets each mean
+    final_weights = models[-1].get_weights()
+    scores = {}
+    for k in sorted({k for k in args.candidates if 1 <= k <= len(models)}):
+        model.set_weights(training.average_weights(models[-k:]) if k > 1 else final_weights)
+        scores[k] = training.evaluate(model, x_val, y_val)["test_top1"]
+        print(f"last {k:2d} epochs ({epoch_of(snapshots[-k])}-{epoch_of(snapshots[-1])}): "
+              f"validation top-1 {scores[k]:.4f}", flush=True)
+    best = max(scores, key=lambda k: (scores[k], -k))
+    model.set_weights(training.average_weights(models[-best:]) if best > 1 else final_weights)
+    first = epoch_of(snapshots[-best])
+    metrics = export.export_run(
+        export.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
+        command=f"{run_metrics['command']}  # then: python scripts/average_checkpoints.py "
+                f"(mean of epochs {first}-{state['epoch']})",
+        averaged_epochs=[first, state["epoch"]],
+        averaging_val_top1={str(k): round(v, 4) for k, v in scores.items()})
+    print(f"chose the last {best} epoch(s) on validation -> {args.out}: "
+          f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
