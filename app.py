@@ -237,8 +237,12 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
     return demo
 
 
-CSS = ".notice { background: #fff3cd; border: 1px solid #e0b400; border-radius: 8px; " \
-      "padding: 4px 12px; }"
+# Small uploads (CIFAR-sized examples) would otherwise sit as a 32 px speck in the
+# middle of the input box; large ones already fit it.
+CSS = """
+.notice { background: #fff3cd; border: 1px solid #e0b400; border-radius: 8px; padding: 4px 12px; }
+#upload img { width: 100%; height: 100%; object-fit: contain; }
+"""
 
 
 def parse_args(argv=None):
