@@ -90,3 +90,41 @@ def test_training_batches_are_a_function_of_seed_epoch_and_step():
 
 def test_builtin_label_names_match_the_dataset(cifar):
     assert data.CIFAR100_LABELS == cifar.label_names
+
+
+def test_random_resample_blurs_chosen_images_like_an_upload(cifar):
+    import tensorflow as tf
+
+    from vit import images
+
+    x = tf.constant(cifar.x_test[:64].astype(np.float32))
+    seed = tf.constant([3, 4], tf.int64)
+    assert np.array_equal(data.random_resample(x, seed, 0.0).numpy(), x.numpy())
+    out = data.random_resample(x, seed, 1.0).numpy()
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    assert np.array_equal(out, np.round(out))
+    diff = np.abs(out - x.numpy()).mean(axis=(1, 2, 3))
+    assert (diff > 0).all()  # every image changed...
+    assert diff.mean() < 8  # ...by a blur, not into something else
+    # The same order of change as the app's own decoding of an 8x upscale.
+    from PIL import Image
+    app = np.stack([images.to_model_input(Image.fromarray(p).resize((256, 256), Image.BICUBIC))
+                    for p in cifar.x_test[:64]]).astype(np.float32)
+    app_diff = np.abs(app - x.numpy()).mean()
+    assert 0.3 * app_diff < diff.mean() < 3 * app_diff, (diff.mean(), app_diff)
+    again = data.random_resample(x, seed, 1.0).numpy()
+    assert np.array_equal(out, again)  # stateless: a pure function of the seed
+    half = data.random_resample(x, seed, 0.5).numpy()
+    changed = np.any(half != x.numpy(), axis=(1, 2, 3)).mean()
+    assert 0.2 < changed < 0.8, changed
+
+
+def test_pipeline_with_resample_is_deterministic(cifar):
+    kw = dict(num_classes=100, batch_size=32, seed=7, start_epoch=0, epochs=1,
+              resample_prob=0.5)
+    x, y = cifar.x_train[:64], cifar.y_train[:64]
+    a = [b[0].numpy() for b in data.train_dataset(x, y, **kw)]
+    b = [b[0].numpy() for b in data.train_dataset(x, y, **kw)]
+    plain = [b[0].numpy() for b in data.train_dataset(x, y, **{**kw, "resample_prob": 0.0})]
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert not all(np.array_equal(p, q) for p, q in zip(a, plain))

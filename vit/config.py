@@ -49,6 +49,9 @@ class ViTConfig:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     augment: str = "basic"  # none | basic (crop+flip) | strong (+RandAugment)
+    # share of training images sent through an upscale + antialiased shrink
+    # round trip (robustness to how uploads are resized; see data.random_resample)
+    resample_prob: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     validation_split: float = 0.1
@@ -109,7 +112,7 @@ PRESETS: dict[str, ViTConfig] = {
     # [2048, 1024] cannot be added to the 64-wide residual, so it is [128, 64].
     # 11,264,292 parameters, 64 patch tokens, no class token.
     #   python train.py --preset tutorial --epochs 100
-    # CPU (2 cores): ~200 img/s; figures in README "Results".
+    # CPU (2 cores): 108 img/s (benchmarks/train_throughput.py); README "Results".
     "tutorial": ViTConfig(),
     # Compact hybrid ViT for the best CIFAR-100 accuracy per CPU-hour: a 2-layer
     # conv tokenizer (32x32 -> 8x8 = 64 tokens), class token, 6 blocks of width

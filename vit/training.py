@@ -178,7 +178,8 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     train_ds = vdata.train_dataset(
         x_tr, y_tr, num_classes=config.num_classes, batch_size=config.batch_size,
         seed=seed, start_epoch=start, epochs=config.epochs, augment=config.augment,
-        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha)
+        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+        resample_prob=config.resample_prob)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
                                 batch_size=config.batch_size) if len(x_val) else None
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
