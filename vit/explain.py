@@ -10,6 +10,7 @@ unit-testable against hand computations and reusable with other backends.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -177,11 +178,14 @@ def gradient_rollout(attn, grads, has_class_token: bool = True) -> np.ndarray:
     return _normalise_max(_patch_map(added, has_class_token))
 
 
+@functools.lru_cache(maxsize=8)
 def patch_distances(grid_size: int, patch_px: float) -> np.ndarray:
-    """(P, P) Euclidean distances in pixels between patch centres."""
+    """(P, P) Euclidean distances in pixels between patch centres (read-only, cached)."""
     rows, cols = np.divmod(np.arange(grid_size * grid_size), grid_size)
     centres = np.stack([rows, cols], axis=-1) * float(patch_px)
-    return np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
+    distances = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
+    distances.flags.writeable = False
+    return distances
 
 
 def mean_attention_distance(attn, grid_size: int, patch_px: float,
@@ -196,13 +200,12 @@ def mean_attention_distance(attn, grid_size: int, patch_px: float,
     """
     offset = int(has_class_token)
     distances = patch_distances(grid_size, patch_px)
-    result = []
-    for block in attn:
-        a = np.asarray(block, dtype=np.float64)[:, offset:, offset:]
-        totals = a.sum(axis=-1, keepdims=True)
-        a = np.divide(a, totals, out=np.zeros_like(a), where=totals > 0)
-        result.append((a * distances).sum(axis=-1).mean(axis=-1))
-    return np.stack(result)
+    a = np.stack([np.asarray(block, np.float64) for block in attn])[..., offset:, offset:]
+    totals = a.sum(axis=-1, keepdims=True)  # (blocks, heads, P, 1)
+    weighted = np.einsum("bhqk,qk->bhq", a, distances)
+    per_query = np.divide(weighted, totals[..., 0], out=np.zeros_like(weighted),
+                          where=totals[..., 0] > 0)
+    return per_query.mean(axis=-1)
 
 
 def plot_attention_distance(distances: np.ndarray, patch_px: float, image_size: int):
