@@ -3,6 +3,8 @@
     python train.py --preset compact --data-dir ../shared/data/cifar100
     python train.py --preset compact --output-dir runs/compact --resume   # after Ctrl-C
     python train.py --preset tiny --epochs 2 --limit-train 2048            # smoke run
+    python train.py --preset compact --init-from vit/weights --epochs 2 --lr 1e-4 \
+        --set warmup_epochs=0 resample_prob=0.5 --output-dir runs/finetune  # fine-tune
 
 Writes OUTPUT_DIR/{config.json, metadata.json, model.weights.h5, labels.json,
 metrics.json, history.csv, curves.png, README.md} and OUTPUT_DIR/checkpoint/.
@@ -24,6 +26,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, help="peak learning rate; default: the preset's")
     p.add_argument("--weight-decay", type=float, help="AdamW decay; default: the preset's")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="override any ViTConfig field, e.g. resample_prob=0.5 warmup_epochs=0")
+    p.add_argument("--init-from", metavar="FOLDER|USER/REPO",
+                   help="start from these weights (same architecture): fine-tuning")
     p.add_argument("--data-dir", help="CIFAR-100 python folder (else $CIFAR100_DIR, else download)")
     p.add_argument("--output-dir", help="default: runs/<preset>")
     p.add_argument("--limit-train", type=int, metavar="N", help="use the first N training images")
@@ -39,6 +45,34 @@ def parse_args(argv=None):
                    help="after training, upload the output folder (minus checkpoint/) to this Hub repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     return p.parse_args(argv)
+
+
+def parse_overrides(config, items: list[str]) -> dict:
+    """["resample_prob=0.5", "conv_channels=64,128"] -> typed ViTConfig changes."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(sorted(fields))}")
+        current = getattr(config, name)
+        try:
+            if isinstance(current, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value = text.lower() in ("true", "1")
+            elif isinstance(current, tuple):
+                value = tuple(int(v) for v in text.split(",") if v)
+            else:
+                value = type(current)(text)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {text!r} is not a valid "
+                             f"{type(current).__name__}") from None
+        changes[name] = value
+    return changes
 
 
 def main(argv=None) -> int:
@@ -60,6 +94,23 @@ def main(argv=None) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
                  "learning_rate": args.lr, "weight_decay": args.weight_decay}
     config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = config.replace(**parse_overrides(config, args.set))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    init_from = None
+    if args.init_from:
+        from vit import hub
+
+        try:
+            # strict: never silently start from the bundled model instead
+            init_from, notice = hub.resolve_model(args.init_from, strict=True)
+        except (hub.HubError, ValueError) as exc:
+            print(f"error: --init-from {args.init_from}: {exc}", file=sys.stderr)
+            return 2
+        if notice:  # e.g. offline, using the cached copy
+            print(f"note: {notice}")
     output_dir = args.output_dir or os.path.join("runs", args.preset)
     try:
         dataset = data.load_cifar100(args.data_dir)
@@ -70,7 +121,7 @@ def main(argv=None) -> int:
     model, state = training.fit(
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
         limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
-        verbose="auto" if sys.stdout.isatty() else 2)
+        verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from)
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,
                                 command=command, mixed_precision=args.mixed_precision)

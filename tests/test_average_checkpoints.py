@@ -73,6 +73,8 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
     best = max(scores, key=lambda k: (scores[k], -int(k)))
     assert metrics["averaged_epochs"] == [3 - int(best), 2]
     assert f"chose the last {best} epoch(s)" in result.stdout
+    card = (out / "README.md").read_text()
+    assert ("mean of the checkpoints after epochs 1–2" in card) == (best == "2")
 
     a = keras.saving.load_model(snaps / "epoch-0001.keras").get_weights()
     b = keras.saving.load_model(snaps / "epoch-0002.keras").get_weights()

@@ -59,3 +59,43 @@ def test_cli_without_data_offline_prints_one_line(tmp_path):
     error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert len(error_lines) == 1 and "--data-dir" in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_fine_tune_from_a_model_folder_with_config_overrides(cifar_path, tmp_path):
+    common = ["--preset", "tiny", "--limit-train", "2048", "--data-dir", cifar_path]
+    base = subprocess.run([sys.executable, "train.py", *common, "--epochs", "2",
+                           "--output-dir", str(tmp_path / "base")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert base.returncode == 0, base.stderr[-2000:]
+    tuned = subprocess.run(
+        [sys.executable, "train.py", *common, "--epochs", "1", "--lr", "0.0005",
+         "--init-from", str(tmp_path / "base"), "--set", "warmup_epochs=0",
+         "resample_prob=0.5", "--output-dir", str(tmp_path / "tuned")],
+        cwd=ROOT, capture_output=True, text=True)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    base_m = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    tuned_m = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+    assert tuned_m["init_from"] == str(tmp_path / "base")
+    assert tuned_m["config"]["resample_prob"] == 0.5 and tuned_m["config"]["warmup_epochs"] == 0
+    assert f"Fine-tuned from `{tmp_path / 'base'}`" in (tmp_path / "tuned" / "README.md").read_text()
+    # It starts where the base run ended, not from scratch: its first epoch's loss
+    # is below the base run's first epoch.
+    base_rows = list(csv.DictReader((tmp_path / "base" / "history.csv").open()))
+    tuned_rows = list(csv.DictReader((tmp_path / "tuned" / "history.csv").open()))
+    assert float(tuned_rows[0]["loss"]) < float(base_rows[0]["loss"]) - 0.05
+    assert tuned_m["test_top1"] > base_m["test_top1"] - 0.05
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--set", "no_such_field=1"], "FIELD=VALUE"),
+    (["--set", "epochs=many"], "not a valid int"),
+    (["--init-from", "/no/such/folder"], "--init-from"),
+])
+def test_bad_overrides_are_one_line_errors(cifar_path, bad, message):
+    result = subprocess.run([sys.executable, "train.py", "--preset", "tiny",
+                             "--data-dir", cifar_path, *bad],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

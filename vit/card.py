@@ -32,6 +32,13 @@ with Keras 3, preset `{{ preset }}` ({{ parameters }} parameters).
 
 Trained for {{ epochs }} epochs in {{ hours }} h on {{ hardware }}
 ({{ ips }} images/s). Weights sha256: `{{ sha }}`.
+{% if init_from %}
+Fine-tuned from `{{ init_from }}`; the epochs and time above are the fine-tuning's own.
+{% endif %}
+{% if averaged_epochs %}
+The weights are the mean of the checkpoints after epochs {{ averaged_epochs }}
+(checkpoint averaging, chosen on the held-out validation split).
+{% endif %}
 {% if epochs_planned %}
 **Work in progress:** this is the checkpoint after {{ epochs }} of {{ epochs_planned }}
 planned epochs (the learning rate has not finished its cosine decay); the final
@@ -119,4 +126,7 @@ def build_model_card(metrics: dict, repo_id: str | None = None,
         command=metrics.get("command", "python train.py"),
         config_json=json.dumps(metrics.get("config", {}), indent=2),
         citation=CITATION, has_curves=has_curves,
-        epochs_planned=metrics.get("epochs_planned") if metrics.get("in_training") else None)
+        epochs_planned=metrics.get("epochs_planned") if metrics.get("in_training") else None,
+        init_from=metrics.get("init_from"),
+        averaged_epochs="–".join(map(str, metrics["averaged_epochs"]))
+        if metrics.get("averaged_epochs") else None)

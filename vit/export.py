@@ -131,6 +131,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
         "train_seconds": round(seconds, 1),
         "images_per_second": round(images / seconds, 1) if seconds else None,
         "mixed_precision": mixed_precision, "replicas": state.get("replicas", 1),
+        **({"init_from": state["init_from"]} if state.get("init_from") else {}),
         "hardware": f"{platform.processor() or platform.machine()}, "
                     f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
         "command": command, **extra})

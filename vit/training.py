@@ -87,9 +87,11 @@ def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
 class EpochCheckpoint(keras.callbacks.Callback):
     """Atomic per-epoch checkpoint; also times the training part of each epoch."""
 
-    def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch):
+    def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch,
+                 init_from=None):
         super().__init__()
         self.directory = directory
+        self.init_from = init_from
         self.config = config
         self.seed = seed
         self.history = history
@@ -114,6 +116,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_checkpoint(self.directory, self.model, {
             "epoch": epoch + 1, "seed": self.seed, "config": self.config.to_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
+            "init_from": self.init_from,
             # RNG state: batches and dropout are keyed by (seed, epoch).
             "rng": {"seed": self.seed, "next_epoch": epoch + 1}})
 
@@ -149,8 +152,12 @@ def load_checkpoint(directory: str):
 
 def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
-        strategy: str = "auto", verbose: int | str = "auto"):
-    """Train on CIFAR-100 train (minus validation); returns (model, state)."""
+        strategy: str = "auto", verbose: int | str = "auto", init_from: str | None = None):
+    """Train on CIFAR-100 train (minus validation); returns (model, state).
+
+    init_from: a model folder whose weights start the run (fine-tuning); its
+    architecture must match `config`. A resumed run keeps its own weights.
+    """
     (x_tr, y_tr), (x_val, y_val) = vdata.train_val_split(
         dataset.x_train, dataset.y_train, config.validation_split)
     if limit_train:
@@ -165,8 +172,10 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
         if model is None:
             keras.utils.set_random_seed(seed)
             model = build_vit(config)
+            if init_from:
+                load_weights_from(model, init_from)
             compile_model(model, config, steps, jit=jit)
-            state = {"epoch": 0, "history": [], "train_seconds": 0.0}
+            state = {"epoch": 0, "history": [], "train_seconds": 0.0, "init_from": init_from}
         else:
             print(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
             seed = state["seed"]
@@ -182,16 +191,26 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
         resample_prob=config.resample_prob)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
                                 batch_size=config.batch_size) if len(x_val) else None
+    init_from = state.get("init_from")
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
-                                 state["train_seconds"], steps * config.batch_size)
+                                 state["train_seconds"], steps * config.batch_size, init_from)
     if start < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
                   shuffle=False, verbose=verbose)
     return model, {"config": config, "epoch": config.epochs, "seed": seed, "history": checkpoint.history,
                    "train_seconds": checkpoint.train_seconds,
-                   "train_images": len(x_tr), "val_images": len(x_val),
+                   "train_images": len(x_tr), "val_images": len(x_val), "init_from": init_from,
                    "replicas": dist.num_replicas_in_sync}
+
+
+def load_weights_from(model: keras.Model, folder: str) -> None:
+    """Copy a saved model folder's weights into `model` (same architecture)."""
+    source = keras.saving.load_model(folder, compile=False, safe_mode=True)
+    theirs, ours = source.get_weights(), model.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise ValueError(f"{folder}: its architecture differs from the config being trained")
+    model.set_weights(theirs)
 
 
 def average_weights(models) -> list[np.ndarray]:
