@@ -87,3 +87,29 @@ def test_gradient_rollout_end_to_end(predictor, images):
     grads = predictor.class_gradients(images[0], 5)
     heat = explain.gradient_rollout(attn, grads, has_class_token=predictor.has_class_token)
     assert heat.shape == (4, 4) and np.isfinite(heat).all() and heat.max() == 1.0
+
+
+def test_calls_during_a_background_warmup_run_eagerly_with_the_same_answers(model, predictor,
+                                                                              images):
+    cold = Predictor(model, warmup=False)
+    cold._warming.set()  # as if warmup() were compiling in another thread right now
+    probs, attention = cold.predict(images)
+    p1, a1, g1, c1 = cold.explain_one(images[0])
+    # Nothing was compiled: the eager path answered.
+    assert cold._forward.experimental_get_tracing_count() == 0
+    assert cold._gradients.experimental_get_tracing_count() == 0
+    want_probs, want_attention = predictor.predict(images)
+    np.testing.assert_allclose(probs, want_probs, rtol=1e-4, atol=1e-6)
+    for got, want in zip(attention, want_attention):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    p2, a2, g2, c2 = predictor.explain_one(images[0])
+    assert c1 == c2
+    np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-6)
+    for got, want in zip(g1, g2):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+    cold.warmup()  # now both programs exist and are used
+    assert cold._forward.experimental_get_tracing_count() == 1
+    assert cold._gradients.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(cold.predict(images)[0], want_probs, rtol=1e-4, atol=1e-6)
+    assert cold._forward.experimental_get_tracing_count() == 1

@@ -53,8 +53,9 @@ class Explainer:
     def __init__(self, model, label_names: list[str], info: ModelInfo,
                  warmup: bool | str = True):
         """warmup: True compiles both XLA programs now; "background" compiles them
-        in a thread while the web server starts (XLA releases the GIL), which
-        shortens the cold start; False leaves it to the first request."""
+        in a thread while the web server starts (XLA releases the GIL) and
+        answers eagerly until they are ready, which shortens the cold start;
+        False leaves it to the first request."""
         self.predictor = Predictor(model, warmup=False)
         self.labels = list(label_names)
         self.info = info
@@ -65,9 +66,7 @@ class Explainer:
             self.warmed.run()
 
     def _warmup(self):
-        blank = np.zeros((32, 32, 3), np.uint8)
-        self.predictor.predict(blank[None])  # classify's program
-        self.predictor.explain_one(blank)  # the first view's forward + backward
+        self.predictor.warmup()  # requests meanwhile run eagerly instead of waiting
 
     # ------------------------------------------------------------ loading
     @classmethod

@@ -9,6 +9,7 @@ gives the attention gradients that class-specific explanations need.
 from __future__ import annotations
 
 import math
+import threading
 
 import keras
 import numpy as np
@@ -35,8 +36,12 @@ class Predictor:
     """Wraps a trained classifier (raw pixels -> logits) for serving.
 
     Reads the token layout from the model's own layers, so a loaded model
-    needs no separate config. `warmup=True` traces and compiles for batch
-    size 1 up front, so the first request is as fast as the rest.
+    needs no separate config. `warmup=True` compiles both XLA programs up
+    front, so the first request is as fast as the rest. A server can instead
+    run `warmup()` in a thread: while a program is still compiling (~2-3 s
+    each on 2 cores), calls run the same maths eagerly (tens of ms) instead
+    of waiting for the compiler, so the first visitor after a cold start is
+    answered at once.
     """
 
     def __init__(self, model: keras.Model, warmup: bool = True):
@@ -63,8 +68,25 @@ class Predictor:
         self._gradients = tf.function(
             self._gradients_fn, input_signature=[single, tf.TensorSpec((), tf.int32)],
             jit_compile=True)
+        self._warming = threading.Event()  # a warmup() has started...
+        self._compiled = {"forward": threading.Event(), "gradients": threading.Event()}
         if warmup:
-            self.predict(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))
+            self.warmup()
+
+    def warmup(self) -> None:
+        """Compile the forward program, then the forward+backward one (blocking)."""
+        self._warming.set()
+        blank = tf.zeros((1, self.image_size, self.image_size, 3), tf.uint8)
+        self._forward(blank)
+        self._compiled["forward"].set()
+        self._gradients(blank, tf.constant(-1, tf.int32))
+        self._compiled["gradients"].set()
+
+    def _program(self, name: str, compiled, eager):
+        """The XLA program, unless a warmup is still compiling it: then eager."""
+        if self._warming.is_set() and not self._compiled[name].is_set():
+            return eager
+        return compiled
 
     @property
     def num_tokens(self) -> int:
@@ -92,7 +114,8 @@ class Predictor:
 
     def predict(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities (B, classes) and per-block attention [(B, h, T, T)]."""
-        probs, attention = self._forward(tf.constant(_as_uint8_batch(images, self.image_size)))
+        forward = self._program("forward", self._forward, self._forward_fn)
+        probs, attention = forward(tf.constant(_as_uint8_batch(images, self.image_size)))
         attention = attention.numpy()
         return probs.numpy(), [attention[:, i] for i in range(attention.shape[1])]
 
@@ -120,6 +143,7 @@ class Predictor:
         batch = _as_uint8_batch(image, self.image_size)
         if batch.shape[0] != 1:
             raise ValueError("explain_one explains one image at a time")
-        probs, attention, grads, chosen = self._gradients(
+        gradients = self._program("gradients", self._gradients, self._gradients_fn)
+        probs, attention, grads, chosen = gradients(
             tf.constant(batch), tf.constant(class_index, tf.int32))
         return probs.numpy(), list(attention.numpy()), list(grads.numpy()), int(chosen)
