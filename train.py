@@ -26,7 +26,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, help="peak learning rate; default: the preset's")
     p.add_argument("--weight-decay", type=float, help="AdamW decay; default: the preset's")
-    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
                    help="override any ViTConfig field, e.g. resample_prob=0.5 warmup_epochs=0")
     p.add_argument("--init-from", metavar="FOLDER|USER/REPO",
                    help="start from these weights (same architecture): fine-tuning")
@@ -111,6 +111,14 @@ def main(argv=None) -> int:
             return 2
         if notice:  # e.g. offline, using the cached copy
             print(f"note: {notice}")
+        from vit import pretrained, training
+
+        try:
+            training.check_same_architecture(init_from, config)
+            pretrained.verify_model_folder(init_from)
+        except (ValueError, pretrained.ModelIntegrityError) as exc:
+            print(f"error: --init-from: {exc}", file=sys.stderr)
+            return 2
     output_dir = args.output_dir or os.path.join("runs", args.preset)
     try:
         dataset = data.load_cifar100(args.data_dir)
@@ -121,7 +129,8 @@ def main(argv=None) -> int:
     model, state = training.fit(
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
         limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
-        verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from)
+        verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
+        init_name=args.init_from)
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,
                                 command=command, mixed_precision=args.mixed_precision)

@@ -50,30 +50,40 @@ def main(argv=None) -> int:
         run_metrics = json.load(f)
     config = ViTConfig.from_dict(state["config"])
     snapshots = sorted(args.snapshots, key=epoch_of)
-    if epoch_of(snapshots[-1]) != state["epoch"]:
-        raise SystemExit(f"error: the last snapshot is epoch {epoch_of(snapshots[-1])}, "
+    epochs = [epoch_of(path) for path in snapshots]
+    if epochs[-1] != state["epoch"]:
+        raise SystemExit(f"error: the last snapshot is epoch {epochs[-1]}, "
                          f"the run ended at epoch {state['epoch']}")
+    if epochs != list(range(epochs[0], epochs[-1] + 1)):
+        raise SystemExit(f"error: the snapshots must be consecutive epochs, once each; "
+                         f"got {epochs}")
     dataset = data.load_cifar100(args.data_dir)
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
                                              config.validation_split)
     models = [keras.saving.load_model(path, compile=False) for path in snapshots]
     model = keras.saving.load_model(snapshots[-1], compile=False)  # scratch: gets each mean
     final_weights = models[-1].get_weights()
-    scores = {}
+    scores, val = {}, {}
     for k in sorted({k for k in args.candidates if 1 <= k <= len(models)}):
         model.set_weights(training.average_weights(models[-k:]) if k > 1 else final_weights)
-        scores[k] = training.evaluate(model, x_val, y_val)["test_top1"]
-        print(f"last {k:2d} epochs ({epoch_of(snapshots[-k])}-{epoch_of(snapshots[-1])}): "
+        val[k] = training.evaluate(model, x_val, y_val)
+        scores[k] = val[k]["test_top1"]
+        print(f"last {k:2d} epochs ({epochs[-k]}-{epochs[-1]}): "
               f"validation top-1 {scores[k]:.4f}", flush=True)
     best = max(scores, key=lambda k: (scores[k], -k))
     model.set_weights(training.average_weights(models[-best:]) if best > 1 else final_weights)
-    first = epoch_of(snapshots[-best])
+    extra = {"averaging_val_top1": {str(k): round(v, 4) for k, v in scores.items()},
+             # the chosen weights' own validation scores, not the last epoch's
+             "val_top1": val[best]["test_top1"], "val_top5": val[best]["test_top5"],
+             "val_loss": val[best]["test_loss"]}
+    command = run_metrics["command"]
+    if best > 1:
+        extra["averaged_epochs"] = [epochs[-best], epochs[-1]]
+        command += (f"  # then: python scripts/average_checkpoints.py "
+                    f"(mean of epochs {epochs[-best]}-{epochs[-1]})")
     metrics = export.export_run(
         export.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
-        command=f"{run_metrics['command']}  # then: python scripts/average_checkpoints.py "
-                f"(mean of epochs {first}-{state['epoch']})",
-        averaged_epochs=[first, state["epoch"]],
-        averaging_val_top1={str(k): round(v, 4) for k, v in scores.items()})
+        command=command, mixed_precision=run_metrics.get("mixed_precision", "off"), **extra)
     print(f"chose the last {best} epoch(s) on validation -> {args.out}: "
           f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")
     return 0

@@ -71,10 +71,19 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
     scores = metrics["averaging_val_top1"]
     assert set(scores) == {"1", "2"}
     best = max(scores, key=lambda k: (scores[k], -int(k)))
-    assert metrics["averaged_epochs"] == [3 - int(best), 2]
+    assert metrics.get("averaged_epochs") == ([1, 2] if best == "2" else None)
+    assert metrics["val_top1"] == pytest.approx(scores[best], abs=1e-4)
     assert f"chose the last {best} epoch(s)" in result.stdout
     card = (out / "README.md").read_text()
     assert ("mean of the checkpoints after epochs 1–2" in card) == (best == "2")
+    assert ("mean of the checkpoints" in card) == (best == "2")
+
+    gap = subprocess.run(
+        [sys.executable, "scripts/average_checkpoints.py", str(run),
+         str(snaps / "epoch-0002.keras"), str(snaps / "epoch-0002.keras"),
+         "--data-dir", cifar_path, "--out", str(tmp_path / "dup")],
+        cwd=ROOT, capture_output=True, text=True)
+    assert gap.returncode != 0 and "consecutive epochs, once each" in gap.stderr
 
     a = keras.saving.load_model(snaps / "epoch-0001.keras").get_weights()
     b = keras.saving.load_model(snaps / "epoch-0002.keras").get_weights()

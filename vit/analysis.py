@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,14 +58,11 @@ class Explainer:
         self.predictor = Predictor(model, warmup=False)
         self.labels = list(label_names)
         self.info = info
-        self.warmed = threading.Thread(target=self._warmup, name="xla-warmup", daemon=True)
+        self.warmed = None  # the background warm-up thread, if any
         if warmup == "background":
-            self.warmed.start()
+            self.warmed = self.predictor.warmup(background=True)
         elif warmup:
-            self.warmed.run()
-
-    def _warmup(self):
-        self.predictor.warmup()  # requests meanwhile run eagerly instead of waiting
+            self.predictor.warmup()
 
     # ------------------------------------------------------------ loading
     @classmethod

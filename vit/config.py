@@ -72,6 +72,10 @@ class ViTConfig:
             raise ValueError("the last tokenizer conv must output projection_dim")
         if self.pooling not in ("flatten", "class_token"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
+        if self.augment not in ("none", "basic", "strong"):
+            raise ValueError(f"unknown augment {self.augment!r} (none | basic | strong)")
+        if not 0.0 <= self.resample_prob <= 1.0:
+            raise ValueError(f"resample_prob {self.resample_prob} is not a probability")
         if self.image_size % self.grid_stride:
             raise ValueError("image_size must be divisible by the token stride")
 

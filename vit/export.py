@@ -137,6 +137,6 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
         "command": command, **extra})
     if history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
-                        if k in history[-1]})
+                        if k in history[-1] and k not in extra})
     return write_model_folder(model, output_dir, config=config, metrics=metrics,
                               history=history, label_names=dataset.label_names)

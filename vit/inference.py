@@ -8,6 +8,7 @@ gives the attention gradients that class-specific explanations need.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 
@@ -73,14 +74,32 @@ class Predictor:
         if warmup:
             self.warmup()
 
-    def warmup(self) -> None:
-        """Compile the forward program, then the forward+backward one (blocking)."""
-        self._warming.set()
+    def warmup(self, background: bool = False) -> threading.Thread | None:
+        """Compile the forward program, then the forward+backward one.
+
+        background=True returns the started thread; calls made before a
+        program is ready run eagerly. If compiling fails, the error is logged
+        and later calls compile on demand instead of staying eager for good.
+        """
+        self._warming.set()  # before the thread starts: no call may wait on the compiler
+        if background:
+            thread = threading.Thread(target=self._compile, name="xla-warmup", daemon=True)
+            thread.start()
+            return thread
+        self._compile()
+        return None
+
+    def _compile(self) -> None:
         blank = tf.zeros((1, self.image_size, self.image_size, 3), tf.uint8)
-        self._forward(blank)
-        self._compiled["forward"].set()
-        self._gradients(blank, tf.constant(-1, tf.int32))
-        self._compiled["gradients"].set()
+        try:
+            self._forward(blank)
+            self._compiled["forward"].set()
+            self._gradients(blank, tf.constant(-1, tf.int32))
+            self._compiled["gradients"].set()
+        except Exception:  # noqa: BLE001 - a server must keep answering
+            logging.getLogger(__name__).exception(
+                "XLA warm-up failed; requests will compile on demand")
+            self._warming.clear()
 
     def _program(self, name: str, compiled, eager):
         """The XLA program, unless a warmup is still compiling it: then eager."""

@@ -152,11 +152,14 @@ def load_checkpoint(directory: str):
 
 def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
-        strategy: str = "auto", verbose: int | str = "auto", init_from: str | None = None):
+        strategy: str = "auto", verbose: int | str = "auto", init_from: str | None = None,
+        init_name: str | None = None):
     """Train on CIFAR-100 train (minus validation); returns (model, state).
 
     init_from: a model folder whose weights start the run (fine-tuning); its
-    architecture must match `config`. A resumed run keeps its own weights.
+    architecture must match `config`. init_name is what the metrics record
+    (e.g. the Hub repo rather than its cache path). A resumed run keeps its
+    own weights.
     """
     (x_tr, y_tr), (x_val, y_val) = vdata.train_val_split(
         dataset.x_train, dataset.y_train, config.validation_split)
@@ -173,9 +176,11 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
             keras.utils.set_random_seed(seed)
             model = build_vit(config)
             if init_from:
+                check_same_architecture(init_from, config)
                 load_weights_from(model, init_from)
             compile_model(model, config, steps, jit=jit)
-            state = {"epoch": 0, "history": [], "train_seconds": 0.0, "init_from": init_from}
+            state = {"epoch": 0, "history": [], "train_seconds": 0.0,
+                     "init_from": (init_name or init_from) if init_from else None}
         else:
             print(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
             seed = state["seed"]
@@ -204,12 +209,37 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                    "replicas": dist.num_replicas_in_sync}
 
 
+# Fields that change the network's layers or how its weights are laid out;
+# the rest (dropout rates, the recipe) may differ when fine-tuning.
+ARCHITECTURE_FIELDS = ("image_size", "num_classes", "tokenizer", "patch_size", "conv_channels",
+                       "projection_dim", "num_blocks", "num_heads", "key_dim", "mlp_units",
+                       "locality_attention", "pooling", "head_units")
+
+
+def check_same_architecture(folder: str, config: ViTConfig) -> None:
+    """Raise ValueError naming every architecture field where `folder` differs.
+
+    Comparing weight shapes is not enough: 4 heads x 32 and 2 heads x 64 have
+    the same kernels but would scramble each other's weights.
+    """
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder} has no metrics.json, so its architecture is unknown")
+    with open(path) as f:
+        theirs = ViTConfig.from_dict(json.load(f).get("config", {}))
+    diffs = [f"{name}: {getattr(theirs, name)} there, {getattr(config, name)} here"
+             for name in ARCHITECTURE_FIELDS if getattr(theirs, name) != getattr(config, name)]
+    if diffs:
+        raise ValueError(f"{folder} has another architecture ({'; '.join(diffs)})")
+
+
 def load_weights_from(model: keras.Model, folder: str) -> None:
-    """Copy a saved model folder's weights into `model` (same architecture)."""
-    source = keras.saving.load_model(folder, compile=False, safe_mode=True)
-    theirs, ours = source.get_weights(), model.get_weights()
+    """Copy a model folder's weights (sha256-checked) into `model`."""
+    from .pretrained import load_pretrained
+
+    theirs, ours = load_pretrained(folder).get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
-        raise ValueError(f"{folder}: its architecture differs from the config being trained")
+        raise ValueError(f"{folder}: its weights do not fit the config being trained")
     model.set_weights(theirs)
 
 
