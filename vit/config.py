@@ -123,7 +123,8 @@ PRESETS: dict[str, ViTConfig] = {
     # 128, locality self-attention and stochastic depth, AdamW + warm-up/cosine,
     # label smoothing. ~0.9M parameters.
     #   python train.py --preset compact
-    # CPU (2 cores): see README "Results" for the measured time and accuracy.
+    # CPU (2 cores): 162.6 img/s, 50 epochs in 4.7 h; test top-1 57.9%, top-5 81.0%
+    # (the bundled vit/weights/; README "Results").
     "compact": ViTConfig(
         tokenizer="conv", conv_channels=(64, 128), projection_dim=128,
         num_blocks=6, num_heads=4, key_dim=32, mlp_units=(256, 128),
