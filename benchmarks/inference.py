@@ -30,8 +30,12 @@ import numpy as np
 from _common import add_model_args, load_model, print_table, repeated_latency, time_calls
 
 
-def maps_steps(pred, image):
-    """The per-request compute of classify + every explanation, as named steps."""
+def maps_steps(pred, image, class_map: bool = True):
+    """The per-request compute of classify + every explanation, as named steps.
+
+    class_map=False leaves out the class-specific map, and with it the
+    backward pass: one forward (Predictor.predict) feeds the other maps.
+    """
     from vit import explain
 
     hc, last = pred.has_class_token, pred.num_blocks - 1
@@ -41,8 +45,12 @@ def maps_steps(pred, image):
     def forward_backward():  # what the app's first view runs: one compiled program
         _, state["attn"], state["grads"], _ = pred.explain_one(image)
 
-    return [
-        ("explain_one (fwd+bwd)", forward_backward),
+    def forward():
+        state["attn"] = [a[0] for a in pred.predict(image[None])[1]]
+
+    steps = [
+        ("explain_one (fwd+bwd)", forward_backward) if class_map
+        else ("Predictor.predict (fwd)", forward),
         ("attention rollout", lambda: explain.attention_rollout(state["attn"],
                                                                 has_class_token=hc)),
         ("raw attention", lambda: explain.raw_attention(state["attn"], last,
@@ -54,6 +62,7 @@ def maps_steps(pred, image):
         ("attention distance", lambda: explain.mean_attention_distance(
             state["attn"], pred.grid_size, pred.patch_px, has_class_token=hc)),
     ]
+    return [step for step in steps if class_map or step[0] != "gradient rollout"]
 
 
 def batch_ips(fn, batch: np.ndarray, repeats: int, iters: int) -> float:
@@ -79,8 +88,7 @@ def main(argv=None) -> int:
 
     model, described = load_model(args.model)
     t0 = time.perf_counter()
-    pred = Predictor(model, warmup=True)
-    pred.explain_one(np.zeros((pred.image_size,) * 2 + (3,), np.uint8))
+    pred = Predictor(model, warmup=True)  # compiles both programs
     compile_s = time.perf_counter() - t0
     size = pred.image_size
     print(f"model: {described}\n{pred.num_blocks} blocks x {pred.num_heads} heads, "
@@ -96,20 +104,9 @@ def main(argv=None) -> int:
     def one(fn):
         return lambda: fn(pool[next(cycle)])
 
-    def all_maps(image):
-        for _, step in maps_steps(pred, image):
+    def all_maps(image, class_map=True):
+        for _, step in maps_steps(pred, image, class_map):
             step()
-
-    def attention_maps(image):  # everything but the class map: no backward pass
-        from vit import explain
-
-        attn = pred.predict(image[None])[1]
-        attn = [a[0] for a in attn]
-        hc = pred.has_class_token
-        explain.attention_rollout(attn, has_class_token=hc)
-        explain.raw_attention(attn, pred.num_blocks - 1, has_class_token=hc)
-        explain.patch_attention(attn, pred.num_blocks - 1, 0, has_class_token=hc)
-        explain.mean_attention_distance(attn, pred.grid_size, pred.patch_px, has_class_token=hc)
 
     r, n = args.repeats, args.iters
     slow_n = max(2, n // 4)
@@ -118,7 +115,7 @@ def main(argv=None) -> int:
         ("(b) logits + attention (Predictor.predict)", one(lambda im: pred.predict(im[None])), n),
         ("(c) classify + all maps", one(all_maps), n),
         ("(c') classify + all maps except the class map (forward only)",
-         one(attention_maps), n),
+         one(lambda im: all_maps(im, class_map=False)), n),
         ("eager model(x)", one(lambda im: model(tf.constant(im[None], tf.float32),
                                                 training=False).numpy()), slow_n),
         ("model.predict(x)", one(lambda im: model.predict(im[None].astype(np.float32),
