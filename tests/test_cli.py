@@ -76,7 +76,12 @@ def test_fine_tune_from_a_model_folder_with_config_overrides(cifar_path, tmp_pat
     tuned_m = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
     assert tuned_m["init_from"] == str(tmp_path / "base")
     assert tuned_m["config"]["resample_prob"] == 0.5 and tuned_m["config"]["warmup_epochs"] == 0
-    assert f"Fine-tuned from `{tmp_path / 'base'}`" in (tmp_path / "tuned" / "README.md").read_text()
+    # It reports both stages: totals since random initialisation, and each command.
+    base_m = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    assert tuned_m["epochs"] == 3 and [st["epochs"] for st in tuned_m["stages"]] == [2, 1]
+    assert tuned_m["stages"][0]["weights_sha256"] == base_m["weights_sha256"]
+    assert "--init-from" in tuned_m["stages"][1]["command"]
+    assert "| 1 | 2 |" in (tmp_path / "tuned" / "README.md").read_text()
 
     # Same weight shapes, different heads: refused before any training starts.
     other = subprocess.run(
@@ -89,7 +94,8 @@ def test_fine_tune_from_a_model_folder_with_config_overrides(cifar_path, tmp_pat
     # is below the base run's first epoch.
     base_rows = list(csv.DictReader((tmp_path / "base" / "history.csv").open()))
     tuned_rows = list(csv.DictReader((tmp_path / "tuned" / "history.csv").open()))
-    assert float(tuned_rows[0]["loss"]) < float(base_rows[0]["loss"]) - 0.05
+    assert [(r["epoch"], r["stage"]) for r in tuned_rows] == [("1", "1"), ("2", "1"), ("3", "2")]
+    assert float(tuned_rows[2]["loss"]) < float(base_rows[0]["loss"]) - 0.05
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -32,7 +32,15 @@ with Keras 3, preset `{{ preset }}` ({{ parameters }} parameters).
 
 Trained for {{ epochs }} epochs in {{ hours }} h on {{ hardware }}
 ({{ ips }} images/s). Weights sha256: `{{ sha }}`.
-{% if init_from %}
+{% if stages %}
+The epochs and time above are the total since random initialisation, over
+{{ stages|length }} stages; each later stage fine-tunes the weights the one before it wrote:
+
+| stage | epochs | CPU hours | test top-1 after it | command |
+|---|---|---|---|---|
+{% for st in stages %}| {{ loop.index }} | {{ st.epochs }} | {{ st.hours }} | {{ st.top1 }} | `{{ st.command }}` |
+{% endfor %}
+{% elif init_from %}
 Fine-tuned from `{{ init_from }}`; the epochs and time above are the fine-tuning's own.
 {% endif %}
 {% if averaged_epochs %}
@@ -90,6 +98,20 @@ Config:
 """
 
 
+def _stage_rows(metrics: dict) -> list[dict]:
+    """Card rows for a multi-stage (fine-tuned) model; the last stage's accuracy
+    is the model's own."""
+    stages = metrics.get("stages") or []
+    rows = []
+    for i, st in enumerate(stages):
+        top1 = st.get("test_top1", metrics.get("test_top1") if i == len(stages) - 1 else None)
+        rows.append({"epochs": st.get("epochs", "?"),
+                     "hours": f"{st.get('train_seconds', 0) / 3600:.2f}",
+                     "top1": f"{100 * top1:.2f}%" if top1 is not None else "?",
+                     "command": st.get("command", "?")})
+    return rows
+
+
 def build_model_card(metrics: dict, repo_id: str | None = None,
                      has_curves: bool = True) -> ModelCard:
     """A card with a model-index (test top-1/top-5) the Hub can display."""
@@ -128,5 +150,6 @@ def build_model_card(metrics: dict, repo_id: str | None = None,
         citation=CITATION, has_curves=has_curves,
         epochs_planned=metrics.get("epochs_planned") if metrics.get("in_training") else None,
         init_from=metrics.get("init_from"),
+        stages=_stage_rows(metrics),
         averaged_epochs="–".join(map(str, metrics["averaged_epochs"]))
         if metrics.get("averaged_epochs") else None)

@@ -36,8 +36,42 @@ def write_history_csv(history: list[dict], path: str) -> None:
         writer.writerows(history)
 
 
+def read_history_csv(path: str) -> list[dict]:
+    """history.csv back as rows of numbers (epoch and stage as ints)."""
+    with open(path, newline="") as f:
+        return [{k: int(float(v)) if k in ("epoch", "stage") else float(v)
+                 for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+STAGE_KEYS = ("command", "epochs", "train_seconds", "images_per_second", "test_top1",
+              "test_top5", "weights_sha256", "init_from")
+
+
+def read_lineage(folder: str) -> dict:
+    """The training stages behind a model folder, for a run fine-tuned from it.
+
+    A fine-tuned model's honest cost is every epoch since random initialisation,
+    so the child records the parent's stages (commands, epochs, CPU time, test
+    accuracy, weights sha256) and its full history, and reports the totals.
+    """
+    with open(os.path.join(folder, "metrics.json")) as f:
+        metrics = json.load(f)
+    if metrics.get("stages"):  # the parent was fine-tuned itself; its top-level
+        # epochs and seconds are totals, its accuracy and sha are its last stage's
+        last = {**metrics["stages"][-1], **{k: metrics[k] for k in
+                                            ("test_top1", "test_top5", "weights_sha256")
+                                            if k in metrics}}
+        stages = metrics["stages"][:-1] + [last]
+    else:
+        stages = [{k: metrics[k] for k in STAGE_KEYS if k in metrics}]
+    path = os.path.join(folder, "history.csv")
+    history = read_history_csv(path) if os.path.isfile(path) else []
+    return {"stages": stages, "history": [{"stage": 1, **row} for row in history]}
+
+
 def plot_curves(history: list[dict], path: str, title: str = "") -> None:
-    """Train/val accuracy and loss per epoch, like the tutorial's plot."""
+    """Train/val accuracy and loss per epoch, like the tutorial's plot; a dashed
+    line marks where a fine-tuning stage began."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,6 +83,11 @@ def plot_curves(history: list[dict], path: str, title: str = "") -> None:
         ax.plot(epochs, [row.get(key) for row in history], label="train")
         if any(f"val_{key}" in row for row in history):
             ax.plot(epochs, [row.get(f"val_{key}") for row in history], label="validation")
+        starts = [prev["epoch"] + 0.5 for row, prev in zip(history[1:], history)
+                  if row.get("stage", 1) != prev.get("stage", 1)]
+        for i, x in enumerate(starts):
+            ax.axvline(x, color="gray", ls="--", lw=1,
+                       label=None if i else "fine-tuning starts")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -122,6 +161,14 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     if isinstance(config, dict):
         config = ViTConfig.from_dict(config)
     history = state.get("history", [])
+    own_epochs = len(history) or config.epochs
+    parent = state.get("parent")
+    if parent:  # fine-tuned: report every stage since random initialisation
+        offset = parent["history"][-1]["epoch"] if parent["history"] else 0
+        stage = len(parent["stages"]) + 1
+        own_seconds = sum(row["train_seconds"] for row in history)
+        history = parent["history"] + [{**row, "stage": stage, "epoch": offset + row["epoch"]}
+                                       for row in history]
     metrics = evaluate(model, dataset.x_test, dataset.y_test)
     seconds = sum(row["train_seconds"] for row in history) or state.get("train_seconds", 0)
     images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
@@ -135,6 +182,13 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
         "hardware": f"{platform.processor() or platform.machine()}, "
                     f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
         "command": command, **extra})
+    if parent:
+        metrics["epochs"] = sum(st.get("epochs", 0) for st in parent["stages"]) + own_epochs
+        metrics["train_seconds"] = round(
+            sum(st.get("train_seconds", 0) for st in parent["stages"]) + own_seconds, 1)
+        metrics["stages"] = parent["stages"] + [{
+            "command": command, "epochs": own_epochs, "train_seconds": round(own_seconds, 1),
+            "init_from": state.get("init_from")}]
     if history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})

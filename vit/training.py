@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from . import data as vdata
 from .config import ViTConfig
+from .export import read_lineage
 from .model import build_vit
 
 CHECKPOINT_DIR = "checkpoint"
@@ -88,10 +89,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Atomic per-epoch checkpoint; also times the training part of each epoch."""
 
     def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch,
-                 init_from=None):
+                 init_from=None, parent=None):
         super().__init__()
         self.directory = directory
-        self.init_from = init_from
+        self.init_from, self.parent = init_from, parent
         self.config = config
         self.seed = seed
         self.history = history
@@ -116,7 +117,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_checkpoint(self.directory, self.model, {
             "epoch": epoch + 1, "seed": self.seed, "config": self.config.to_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
-            "init_from": self.init_from,
+            "init_from": self.init_from, "parent": self.parent,
             # RNG state: batches and dropout are keyed by (seed, epoch).
             "rng": {"seed": self.seed, "next_epoch": epoch + 1}})
 
@@ -180,7 +181,8 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                 load_weights_from(model, init_from)
             compile_model(model, config, steps, jit=jit)
             state = {"epoch": 0, "history": [], "train_seconds": 0.0,
-                     "init_from": (init_name or init_from) if init_from else None}
+                     "init_from": (init_name or init_from) if init_from else None,
+                     "parent": read_lineage(init_from) if init_from else None}
         else:
             print(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
             seed = state["seed"]
@@ -196,9 +198,10 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
         resample_prob=config.resample_prob)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
                                 batch_size=config.batch_size) if len(x_val) else None
-    init_from = state.get("init_from")
+    init_from, parent = state.get("init_from"), state.get("parent")
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
-                                 state["train_seconds"], steps * config.batch_size, init_from)
+                                 state["train_seconds"], steps * config.batch_size, init_from,
+                                 parent)
     if start < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
@@ -206,6 +209,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     return model, {"config": config, "epoch": config.epochs, "seed": seed, "history": checkpoint.history,
                    "train_seconds": checkpoint.train_seconds,
                    "train_images": len(x_tr), "val_images": len(x_val), "init_from": init_from,
+                   "parent": parent,
                    "replicas": dist.num_replicas_in_sync}
 
 

@@ -1,0 +1,74 @@
+"""vit.export: model folders, and the lineage a fine-tuned model carries."""
+
+import json
+
+import numpy as np
+import pytest
+
+import vit
+from vit import data, export
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny model and a small synthetic dataset to evaluate it on."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    config = vit.get_preset("tiny")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 100, 64)
+    dataset = data.Cifar100(x, y, x, y, [f"class_{i}" for i in range(100)])
+    return config, vit.build_vit(config), dataset
+
+
+def _history(epochs, seconds):
+    return [{"epoch": e, "loss": 4.0 - e / 10, "top1": 0.01 * e, "val_top1": 0.01 * e,
+             "train_seconds": seconds, "images_per_second": 100.0}
+            for e in range(1, epochs + 1)]
+
+
+def _export(tiny, folder, epochs, seconds, command, parent_folder=None):
+    config, model, dataset = tiny
+    state = {"config": config, "seed": 0, "history": _history(epochs, seconds),
+             "init_from": str(parent_folder) if parent_folder else None,
+             "parent": export.read_lineage(str(parent_folder)) if parent_folder else None}
+    return export.export_run(model, state, dataset, str(folder), preset="tiny", command=command)
+
+
+def test_plain_run_has_no_stages(tiny, tmp_path):
+    metrics = _export(tiny, tmp_path / "a", 2, 10.0, "python train.py --preset tiny")
+    assert metrics["epochs"] == 2 and metrics["train_seconds"] == 20.0
+    assert "stages" not in metrics and "init_from" not in metrics
+    assert "stage |" not in (tmp_path / "a" / "README.md").read_text()
+
+
+def test_fine_tuned_models_report_every_stage_since_random_init(tiny, tmp_path):
+    a = _export(tiny, tmp_path / "a", 2, 10.0, "python train.py --preset tiny")
+    b = _export(tiny, tmp_path / "b", 1, 30.0, "python train.py --init-from a", tmp_path / "a")
+    c = _export(tiny, tmp_path / "c", 3, 5.0, "python train.py --init-from b", tmp_path / "b")
+
+    # Totals since random initialisation, not the last stage's own.
+    assert b["epochs"] == 3 and b["train_seconds"] == 50.0
+    assert c["epochs"] == 6 and c["train_seconds"] == 65.0
+    assert [st["epochs"] for st in c["stages"]] == [2, 1, 3]
+    assert [st["train_seconds"] for st in c["stages"]] == [20.0, 30.0, 15.0]
+    assert [st["command"] for st in c["stages"]] == [
+        "python train.py --preset tiny", "python train.py --init-from a",
+        "python train.py --init-from b"]
+    # Earlier stages keep the accuracy and weights they ended with.
+    for stage, earlier in zip(c["stages"], (a, b)):
+        assert stage["test_top1"] == earlier["test_top1"]
+        assert stage["weights_sha256"] == earlier["weights_sha256"]
+    assert c["stages"][2]["init_from"] == str(tmp_path / "b")
+
+    rows = export.read_history_csv(str(tmp_path / "c" / "history.csv"))
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["stage"] for r in rows] == [1, 1, 2, 3, 3, 3]
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["stages"] == c["stages"]
+
+    card = (tmp_path / "c" / "README.md").read_text()
+    assert "over\n3 stages" in card
+    assert "| 2 | 1 | 0.01 |" in card and "`python train.py --init-from b`" in card
+    assert f"| 3 | 3 | 0.00 | {100 * c['test_top1']:.2f}% |" in card
