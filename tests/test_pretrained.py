@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,3 +39,15 @@ def test_bundled_weights_reach_their_documented_accuracy(cifar):
     readme = (ROOT / "README.md").read_text()
     assert f"{100 * metrics['test_top1']:.1f}%" in readme  # the README states this figure
     assert np.isfinite(measured["test_loss"])
+
+
+@needs_bundle
+def test_readme_library_snippet_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                   if "vit.load_pretrained()" in block)
+    check = ("\nassert out['logits'].shape == (2, 100)"
+             "\nassert len(out['attention']) == len(vit.block_names(model))")
+    result = subprocess.run([sys.executable, "-c", snippet + check], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
