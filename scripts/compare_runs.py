@@ -1,0 +1,101 @@
+"""Compare trained models by accuracy per CPU-hour: the README's preset table.
+
+    python scripts/compare_runs.py vit/weights runs/tutorial --out docs/presets.png
+
+Each argument is a model folder written by train.py (metrics.json and
+history.csv; a fine-tuned model's history covers every stage). Prints a
+Markdown table: parameters, training images/s, epochs, CPU hours, test
+top-1/top-5, and the validation top-1 each run had reached when the shortest
+run ended, which is the fair comparison when budgets differ (a longer run is
+then mid-schedule, so this slightly favours the shorter one). --out plots
+validation top-1 against cumulative CPU hours.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vit.export import read_history_csv  # noqa: E402
+
+
+def load_run(folder: str) -> dict:
+    with open(os.path.join(folder, "metrics.json")) as f:
+        metrics = json.load(f)
+    history = read_history_csv(os.path.join(folder, "history.csv"))
+    hours, elapsed = [], 0.0
+    for row in history:
+        elapsed += row["train_seconds"]
+        hours.append(elapsed / 3600)
+    return {"folder": folder, "metrics": metrics, "history": history, "hours": hours}
+
+
+def val_top1_at(run: dict, hours: float) -> float | None:
+    """Validation top-1 after the last epoch finished within `hours` of training."""
+    reached = [row.get("val_top1") for row, h in zip(run["history"], run["hours"])
+               if h <= hours + 1e-9]
+    return reached[-1] if reached else None
+
+
+def table(runs: list[dict]) -> str:
+    budget = min(run["hours"][-1] for run in runs)
+    lines = [f"| model | parameters | train img/s | epochs | CPU hours | test top-1 | test top-5 "
+             f"| val top-1 after {budget:.2f} h |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        m = run["metrics"]
+        at = val_top1_at(run, budget)
+        lines.append(
+            f"| `{m.get('preset', '?')}` ({run['folder']}) | {m.get('parameters', 0):,} "
+            f"| {m.get('images_per_second') or 0:.0f} | {len(run['history'])} "
+            f"| {run['hours'][-1]:.2f} | {100 * m['test_top1']:.1f}% | {100 * m['test_top5']:.1f}% "
+            f"| {'–' if at is None else f'{100 * at:.1f}%'} |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for run in runs:
+        m = run["metrics"]
+        ax.plot(run["hours"], [100 * row.get("val_top1", float("nan")) for row in run["history"]],
+                marker=".", label=f"{m.get('preset', '?')} ({m.get('parameters', 0) / 1e6:.1f}M "
+                                  f"params, test {100 * m['test_top1']:.1f}%)")
+    ax.set_xlabel("CPU hours of training (2 cores)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("CIFAR-100: accuracy per CPU-hour")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folders", nargs="+", help="train.py model folders")
+    p.add_argument("--out", help="also write the validation-vs-CPU-hours plot here (PNG)")
+    args = p.parse_args(argv)
+    try:
+        runs = [load_run(folder) for folder in args.folders]
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if any(not run["history"] for run in runs):
+        print("error: a folder has an empty history.csv", file=sys.stderr)
+        return 2
+    print(table(runs))
+    if args.out:
+        plot(runs, args.out)
+        print(f"plot -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
