@@ -126,12 +126,12 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     training.set_precision(args.mixed_precision)
+    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     model, state = training.fit(
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
         limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
         verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
-        init_name=args.init_from)
-    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        init_name=args.init_from, command=command)
     metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,
                                 command=command, mixed_precision=args.mixed_precision)
     print(f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f} "

@@ -77,10 +77,11 @@ def main(argv=None) -> int:
              "val_top1": val[best]["test_top1"], "val_top5": val[best]["test_top5"],
              "val_loss": val[best]["test_loss"]}
     command = run_metrics["command"]
-    if best > 1:
-        extra["averaged_epochs"] = [epochs[-best], epochs[-1]]
-        command += (f"  # then: python scripts/average_checkpoints.py "
-                    f"(mean of epochs {epochs[-best]}-{epochs[-1]})")
+    if best > 1:  # numbered like history.csv: from random initialisation
+        before = export.epochs_before(state.get("parent"))
+        first, last = before + epochs[-best], before + epochs[-1]
+        extra["averaged_epochs"] = [first, last]
+        command += f"  # then: python scripts/average_checkpoints.py (mean of epochs {first}-{last})"
     metrics = export.export_run(
         export.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
         command=command, mixed_precision=run_metrics.get("mixed_precision", "off"), **extra)

@@ -37,12 +37,14 @@ def main():
         model, state = training.load_checkpoint(os.path.join(args.run, training.CHECKPOINT_DIR))
         if model is None:
             sys.exit(f"error: {args.run} has neither metrics.json nor a checkpoint")
-        planned = state["config"]["epochs"]
+        # a fine-tuning run's epochs count from random initialisation
+        before = export.epochs_before(state.get("parent"))
+        planned = before + state["config"]["epochs"]
         preset = state.get("preset") or _guess_preset(state["config"])
+        command = state.get("command") or f"python train.py --preset {preset}"
         export.export_run(
             model, state, data.load_cifar100(args.data_dir), args.to, preset=preset,
-            command=f"python train.py --preset {preset}  # checkpoint after epoch "
-                    f"{state['epoch']} of {planned}",
+            command=f"{command}  # checkpoint after epoch {before + state['epoch']} of {planned}",
             epochs_planned=planned, in_training=True)
     pretrained.verify_model_folder(args.to)
     metrics = json.load(open(os.path.join(args.to, "metrics.json")))

@@ -29,6 +29,9 @@ def load_run(folder: str) -> dict:
     for row in history:
         elapsed += row["train_seconds"]
         hours.append(elapsed / 3600)
+    if abs(elapsed - metrics.get("train_seconds", elapsed)) > 60:
+        print(f"warning: {folder}: history.csv covers {elapsed / 3600:.2f} h of the "
+              f"{metrics['train_seconds'] / 3600:.2f} h in metrics.json", file=sys.stderr)
     return {"folder": folder, "metrics": metrics, "history": history, "hours": hours}
 
 
@@ -47,10 +50,12 @@ def table(runs: list[dict]) -> str:
     for run in runs:
         m = run["metrics"]
         at = val_top1_at(run, budget)
+        epochs = m.get("epochs", len(run["history"]))
+        hours = m.get("train_seconds", 3600 * run["hours"][-1]) / 3600
         lines.append(
             f"| `{m.get('preset', '?')}` ({run['folder']}) | {m.get('parameters', 0):,} "
-            f"| {m.get('images_per_second') or 0:.0f} | {len(run['history'])} "
-            f"| {run['hours'][-1]:.2f} | {100 * m['test_top1']:.1f}% | {100 * m['test_top5']:.1f}% "
+            f"| {m.get('images_per_second') or 0:.0f} | {epochs} | {hours:.2f} "
+            f"| {100 * m['test_top1']:.1f}% | {100 * m['test_top5']:.1f}% "
             f"| {'–' if at is None else f'{100 * at:.1f}%'} |")
     return "\n".join(lines)
 
@@ -67,7 +72,7 @@ def plot(runs: list[dict], path: str) -> None:
         ax.plot(run["hours"], [100 * row.get("val_top1", float("nan")) for row in run["history"]],
                 marker=".", label=f"{m.get('preset', '?')} ({m.get('parameters', 0) / 1e6:.1f}M "
                                   f"params, test {100 * m['test_top1']:.1f}%)")
-    ax.set_xlabel("CPU hours of training (2 cores)")
+    ax.set_xlabel("hours of training")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("CIFAR-100: accuracy per CPU-hour")
     ax.grid(alpha=0.3)
@@ -84,13 +89,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         runs = [load_run(folder) for folder in args.folders]
+        if any(not run["history"] for run in runs):
+            raise ValueError("a folder has an empty history.csv")
+        print(table(runs))
     except (OSError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc!s}", file=sys.stderr)
         return 2
-    if any(not run["history"] for run in runs):
-        print("error: a folder has an empty history.csv", file=sys.stderr)
-        return 2
-    print(table(runs))
     if args.out:
         plot(runs, args.out)
         print(f"plot -> {args.out}")

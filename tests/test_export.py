@@ -1,12 +1,15 @@
 """vit.export: model folders, and the lineage a fine-tuned model carries."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import vit
-from vit import data, export
+from tests.conftest import ROOT
+from vit import data, export, training
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,11 @@ def _history(epochs, seconds):
             for e in range(1, epochs + 1)]
 
 
-def _export(tiny, folder, epochs, seconds, command, parent_folder=None):
+def _export(tiny, folder, epochs, seconds, command, parent_folder=None, shift=0.0):
     config, model, dataset = tiny
+    # each stage gets its own weights, so a mix-up of stages shows in sha and accuracy
+    model = vit.build_vit(config)
+    model.set_weights([w + shift for w in tiny[1].get_weights()])
     state = {"config": config, "seed": 0, "history": _history(epochs, seconds),
              "init_from": str(parent_folder) if parent_folder else None,
              "parent": export.read_lineage(str(parent_folder)) if parent_folder else None}
@@ -46,8 +52,11 @@ def test_plain_run_has_no_stages(tiny, tmp_path):
 
 def test_fine_tuned_models_report_every_stage_since_random_init(tiny, tmp_path):
     a = _export(tiny, tmp_path / "a", 2, 10.0, "python train.py --preset tiny")
-    b = _export(tiny, tmp_path / "b", 1, 30.0, "python train.py --init-from a", tmp_path / "a")
-    c = _export(tiny, tmp_path / "c", 3, 5.0, "python train.py --init-from b", tmp_path / "b")
+    b = _export(tiny, tmp_path / "b", 1, 30.0, "python train.py --init-from a", tmp_path / "a",
+                shift=0.01)
+    c = _export(tiny, tmp_path / "c", 3, 5.0, "python train.py --init-from b", tmp_path / "b",
+                shift=0.02)
+    assert len({a["weights_sha256"], b["weights_sha256"], c["weights_sha256"]}) == 3
 
     # Totals since random initialisation, not the last stage's own.
     assert b["epochs"] == 3 and b["train_seconds"] == 50.0
@@ -69,6 +78,50 @@ def test_fine_tuned_models_report_every_stage_since_random_init(tiny, tmp_path):
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["stages"] == c["stages"]
 
     card = (tmp_path / "c" / "README.md").read_text()
-    assert "over\n3 stages" in card
-    assert "| 2 | 1 | 0.01 |" in card and "`python train.py --init-from b`" in card
-    assert f"| 3 | 3 | 0.00 | {100 * c['test_top1']:.2f}% |" in card
+    assert "since random initialisation" in card
+    assert f"| 2 | 1 | 0.01 | {100 * b['test_top1']:.2f}% |" in card
+    assert f"| 3 | 3 | 0.00 | {100 * c['test_top1']:.2f}% | `python train.py --init-from b` |" in card
+
+
+def test_parent_without_history_still_numbers_epochs_from_random_init(tiny, tmp_path):
+    _export(tiny, tmp_path / "a", 2, 10.0, "python train.py --preset tiny")
+    (tmp_path / "a" / "history.csv").unlink()
+    b = _export(tiny, tmp_path / "b", 1, 30.0, "python train.py --init-from a", tmp_path / "a")
+    rows = export.read_history_csv(str(tmp_path / "b" / "history.csv"))
+    assert [(r["epoch"], r["stage"]) for r in rows] == [(3, 2)]
+    assert b["epochs"] == 3 and b["train_seconds"] == 50.0
+
+
+@pytest.mark.slow
+def test_fine_tune_checkpoint_keeps_lineage_through_resume_and_bundling(cifar, cifar_path,
+                                                                        tmp_path):
+    config = vit.get_preset("tiny").replace(epochs=1)
+    model, state = training.fit(config, cifar, str(tmp_path / "base"), limit_train=512,
+                                verbose=0, command="python train.py --preset tiny")
+    base = export.export_run(model, state, cifar, str(tmp_path / "base"), preset="tiny",
+                             command="python train.py --preset tiny")
+    command = "python train.py --preset tiny --init-from base"
+    training.fit(config, cifar, str(tmp_path / "tuned"), limit_train=512, verbose=0,
+                 init_from=str(tmp_path / "base"), init_name="base", command=command)
+    latest = tmp_path / "tuned" / "checkpoint" / training.LATEST
+    saved = json.loads(latest.read_text())
+    assert saved["command"] == command and saved["init_from"] == "base"
+    assert saved["parent"]["stages"][0]["weights_sha256"] == base["weights_sha256"]
+
+    # A checkpoint written before lineage existed gets it back on resume.
+    latest.write_text(json.dumps({k: v for k, v in saved.items() if k != "parent"}))
+    _, resumed = training.fit(config, cifar, str(tmp_path / "tuned"), limit_train=512,
+                              verbose=0, resume=True, init_from=str(tmp_path / "base"))
+    assert resumed["parent"] == saved["parent"]
+
+    # Bundled mid-training (no metrics.json yet): epochs count from random init.
+    latest.write_text(json.dumps(saved))
+    result = subprocess.run(
+        [sys.executable, "scripts/bundle_weights.py", str(tmp_path / "tuned"),
+         "--to", str(tmp_path / "bundle"), "--data-dir", cifar_path],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bundled = json.loads((tmp_path / "bundle" / "metrics.json").read_text())
+    assert bundled["epochs"] == 2 and bundled["epochs_planned"] == 2
+    assert bundled["command"] == f"{command}  # checkpoint after epoch 2 of 2"
+    assert [st["epochs"] for st in bundled["stages"]] == [1, 1]

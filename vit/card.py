@@ -33,10 +33,10 @@ with Keras 3, preset `{{ preset }}` ({{ parameters }} parameters).
 Trained for {{ epochs }} epochs in {{ hours }} h on {{ hardware }}
 ({{ ips }} images/s). Weights sha256: `{{ sha }}`.
 {% if stages %}
-The epochs and time above are the total since random initialisation, over
+The epochs and time above are the total since {{ origin }}, over
 {{ stages|length }} stages; each later stage fine-tunes the weights the one before it wrote:
 
-| stage | epochs | CPU hours | test top-1 after it | command |
+| stage | epochs | hours | test top-1 after it | command |
 |---|---|---|---|---|
 {% for st in stages %}| {{ loop.index }} | {{ st.epochs }} | {{ st.hours }} | {{ st.top1 }} | `{{ st.command }}` |
 {% endfor %}
@@ -108,7 +108,8 @@ def _stage_rows(metrics: dict) -> list[dict]:
         rows.append({"epochs": st.get("epochs", "?"),
                      "hours": f"{st.get('train_seconds', 0) / 3600:.2f}",
                      "top1": f"{100 * top1:.2f}%" if top1 is not None else "?",
-                     "command": st.get("command", "?")})
+                     # a "|" would end the Markdown table cell
+                     "command": str(st.get("command", "?")).replace("|", "\\|")})
     return rows
 
 
@@ -151,5 +152,9 @@ def build_model_card(metrics: dict, repo_id: str | None = None,
         epochs_planned=metrics.get("epochs_planned") if metrics.get("in_training") else None,
         init_from=metrics.get("init_from"),
         stages=_stage_rows(metrics),
+        # an old fine-tune recorded only its own stage: its start is not random
+        origin=(f"`{metrics['stages'][0]['init_from']}`"
+                if (metrics.get("stages") or [{}])[0].get("init_from")
+                else "random initialisation"),
         averaged_epochs="–".join(map(str, metrics["averaged_epochs"]))
         if metrics.get("averaged_epochs") else None)

@@ -43,8 +43,8 @@ def read_history_csv(path: str) -> list[dict]:
                  for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
-STAGE_KEYS = ("command", "epochs", "train_seconds", "images_per_second", "test_top1",
-              "test_top5", "weights_sha256", "init_from")
+STAGE_KEYS = ("command", "epochs", "train_seconds", "images_per_second", "hardware",
+              "test_top1", "test_top5", "weights_sha256", "init_from")
 
 
 def read_lineage(folder: str) -> dict:
@@ -66,7 +66,13 @@ def read_lineage(folder: str) -> dict:
         stages = [{k: metrics[k] for k in STAGE_KEYS if k in metrics}]
     path = os.path.join(folder, "history.csv")
     history = read_history_csv(path) if os.path.isfile(path) else []
-    return {"stages": stages, "history": [{"stage": 1, **row} for row in history]}
+    return {"stages": stages, "history": [{**row, "stage": row.get("stage", 1)}
+                                          for row in history]}
+
+
+def epochs_before(parent: dict | None) -> int:
+    """Epochs trained before a fine-tuning stage began (0 without a parent)."""
+    return sum(st.get("epochs", 0) for st in (parent or {}).get("stages", []))
 
 
 def plot_curves(history: list[dict], path: str, title: str = "") -> None:
@@ -161,34 +167,34 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     if isinstance(config, dict):
         config = ViTConfig.from_dict(config)
     history = state.get("history", [])
-    own_epochs = len(history) or config.epochs
+    own_seconds = sum(row["train_seconds"] for row in history) or state.get("train_seconds", 0)
+    own_images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
+    hardware = (f"{platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}")
+    stage = {"command": command, "epochs": len(history) or config.epochs,
+             "train_seconds": round(own_seconds, 1),
+             "images_per_second": round(own_images / own_seconds, 1) if own_seconds else None,
+             "hardware": hardware, "init_from": state.get("init_from")}
     parent = state.get("parent")
-    if parent:  # fine-tuned: report every stage since random initialisation
-        offset = parent["history"][-1]["epoch"] if parent["history"] else 0
-        stage = len(parent["stages"]) + 1
-        own_seconds = sum(row["train_seconds"] for row in history)
-        history = parent["history"] + [{**row, "stage": stage, "epoch": offset + row["epoch"]}
-                                       for row in history]
+    stages = (parent["stages"] if parent else []) + [stage]
+    if parent:  # fine-tuned: one history since random initialisation
+        before = epochs_before(parent)
+        history = parent["history"] + [{**row, "epoch": before + row["epoch"],
+                                        "stage": len(stages)} for row in history]
+    # totals over every stage: the cost of this model from random initialisation
+    seconds = sum(st.get("train_seconds") or 0 for st in stages)
+    images = sum((st.get("train_seconds") or 0) * (st.get("images_per_second") or 0)
+                 for st in stages)
     metrics = evaluate(model, dataset.x_test, dataset.y_test)
-    seconds = sum(row["train_seconds"] for row in history) or state.get("train_seconds", 0)
-    images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
     metrics.update({
-        "preset": preset, "epochs": len(history) or config.epochs, "seed": state.get("seed"),
+        "preset": preset, "epochs": sum(st["epochs"] for st in stages), "seed": state.get("seed"),
         "train_images": state.get("train_images"), "val_images": state.get("val_images"),
         "train_seconds": round(seconds, 1),
         "images_per_second": round(images / seconds, 1) if seconds else None,
         "mixed_precision": mixed_precision, "replicas": state.get("replicas", 1),
         **({"init_from": state["init_from"]} if state.get("init_from") else {}),
-        "hardware": f"{platform.processor() or platform.machine()}, "
-                    f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
-        "command": command, **extra})
-    if parent:
-        metrics["epochs"] = sum(st.get("epochs", 0) for st in parent["stages"]) + own_epochs
-        metrics["train_seconds"] = round(
-            sum(st.get("train_seconds", 0) for st in parent["stages"]) + own_seconds, 1)
-        metrics["stages"] = parent["stages"] + [{
-            "command": command, "epochs": own_epochs, "train_seconds": round(own_seconds, 1),
-            "init_from": state.get("init_from")}]
+        **({"stages": stages} if parent else {}),
+        "hardware": hardware, "command": command, **extra})
     if history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})

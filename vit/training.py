@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from . import data as vdata
 from .config import ViTConfig
-from .export import read_lineage
 from .model import build_vit
 
 CHECKPOINT_DIR = "checkpoint"
@@ -89,10 +88,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Atomic per-epoch checkpoint; also times the training part of each epoch."""
 
     def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch,
-                 init_from=None, parent=None):
+                 provenance=None):
         super().__init__()
         self.directory = directory
-        self.init_from, self.parent = init_from, parent
+        self.provenance = provenance or {}  # command, init_from, parent: saved as is
         self.config = config
         self.seed = seed
         self.history = history
@@ -117,7 +116,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_checkpoint(self.directory, self.model, {
             "epoch": epoch + 1, "seed": self.seed, "config": self.config.to_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
-            "init_from": self.init_from, "parent": self.parent,
+            **self.provenance,
             # RNG state: batches and dropout are keyed by (seed, epoch).
             "rng": {"seed": self.seed, "next_epoch": epoch + 1}})
 
@@ -154,14 +153,17 @@ def load_checkpoint(directory: str):
 def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
         strategy: str = "auto", verbose: int | str = "auto", init_from: str | None = None,
-        init_name: str | None = None):
+        init_name: str | None = None, command: str | None = None):
     """Train on CIFAR-100 train (minus validation); returns (model, state).
 
     init_from: a model folder whose weights start the run (fine-tuning); its
     architecture must match `config`. init_name is what the metrics record
     (e.g. the Hub repo rather than its cache path). A resumed run keeps its
-    own weights.
+    own weights. The checkpoint keeps `command` and the parent's lineage
+    (export.read_lineage), so a run exported mid-training can say what made it.
     """
+    from .export import read_lineage
+
     (x_tr, y_tr), (x_val, y_val) = vdata.train_val_split(
         dataset.x_train, dataset.y_train, config.validation_split)
     if limit_train:
@@ -180,7 +182,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                 check_same_architecture(init_from, config)
                 load_weights_from(model, init_from)
             compile_model(model, config, steps, jit=jit)
-            state = {"epoch": 0, "history": [], "train_seconds": 0.0,
+            state = {"epoch": 0, "history": [], "train_seconds": 0.0, "command": command,
                      "init_from": (init_name or init_from) if init_from else None,
                      "parent": read_lineage(init_from) if init_from else None}
         else:
@@ -190,6 +192,9 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
             if saved != config:
                 print("note: using the checkpoint's config, not the command line's")
             config = saved
+            if state.get("init_from") and not state.get("parent") and init_from:
+                # a checkpoint from before lineage was recorded: rebuild it
+                state["parent"] = read_lineage(init_from)
     start = state["epoch"]
     train_ds = vdata.train_dataset(
         x_tr, y_tr, num_classes=config.num_classes, batch_size=config.batch_size,
@@ -198,18 +203,16 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
         resample_prob=config.resample_prob)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
                                 batch_size=config.batch_size) if len(x_val) else None
-    init_from, parent = state.get("init_from"), state.get("parent")
+    provenance = {k: state.get(k) for k in ("command", "init_from", "parent")}
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
-                                 state["train_seconds"], steps * config.batch_size, init_from,
-                                 parent)
+                                 state["train_seconds"], steps * config.batch_size, provenance)
     if start < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
                   shuffle=False, verbose=verbose)
     return model, {"config": config, "epoch": config.epochs, "seed": seed, "history": checkpoint.history,
                    "train_seconds": checkpoint.train_seconds,
-                   "train_images": len(x_tr), "val_images": len(x_val), "init_from": init_from,
-                   "parent": parent,
+                   "train_images": len(x_tr), "val_images": len(x_val), **provenance,
                    "replicas": dist.num_replicas_in_sync}
 
 
