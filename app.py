@@ -181,7 +181,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                                        elem_id="rollout")
                 patch_img = gr.Image(label="Where the selected patch looks",
                                      interactive=False, elem_id="patch")
-                class_img = gr.Image(label="Class-specific map (gradient × attention)",
+                class_img = gr.Image(label="Class map (gradient-weighted)",
                                      interactive=False, elem_id="classmap")
             gr.Markdown(explainer.rollout_caption + " The patch map shows one query patch's "
                         "attention row in the chosen block; the class map weights attention "
