@@ -63,6 +63,8 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path):
     history_a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     history_b = json.loads((out_b / "metrics.json").read_text())
     assert history_a["test_top1"] == pytest.approx(history_b["test_top1"], abs=1e-4)
+    # the card tells how to reproduce the run: the command that started it
+    assert "--resume" not in history_b["command"] and str(out_b) in history_b["command"]
     for wa, wb in zip(weights_of(tmp_path / "a"), weights_of(out_b)):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
 
