@@ -2,6 +2,7 @@
 
     python train.py --preset compact --data-dir ../shared/data/cifar100
     python train.py --preset compact --output-dir runs/compact --resume   # after Ctrl-C
+    python train.py --preset compact --keep-checkpoints 10   # then scripts/average_checkpoints.py
     python train.py --preset tiny --epochs 2 --limit-train 2048            # smoke run
     python train.py --preset compact --init-from vit/weights --epochs 2 --lr 1e-4 \
         --set warmup_epochs=0 resample_prob=0.5 --output-dir runs/finetune  # fine-tune
@@ -34,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", help="default: runs/<preset>")
     p.add_argument("--limit-train", type=int, metavar="N", help="use the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint")
+    p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
+                   help="keep the last N epoch checkpoints (for scripts/average_checkpoints.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
@@ -77,6 +80,9 @@ def parse_overrides(config, items: list[str]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.keep_checkpoints < 1:
+        print("error: --keep-checkpoints must be at least 1", file=sys.stderr)
+        return 2
     import tensorflow as tf
 
     if args.cpu_devices > 1:
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
         limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
         verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
-        init_name=args.init_from, command=command)
+        init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints)
     # the command that started the run (a resume adds nothing to how to reproduce it)
     command = state.get("command") or command
     metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,

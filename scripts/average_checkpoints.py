@@ -1,11 +1,12 @@
 """Average a run's last epoch checkpoints, choosing how many on the validation split.
 
-    python scripts/average_checkpoints.py runs/compact runs/compact-snapshots/epoch-004*.keras \\
-        runs/compact-snapshots/epoch-0050.keras --data-dir ../shared/data/cifar100 \\
+    python train.py --preset compact --keep-checkpoints 10 --output-dir runs/compact
+    python scripts/average_checkpoints.py runs/compact --data-dir ../shared/data/cifar100 \\
         --out runs/compact-avg
 
-RUN is a finished train.py folder; SNAPSHOTS are copies of its per-epoch
-checkpoints (train.py keeps only the latest one). For each candidate K
+RUN is a finished train.py folder. Its epoch checkpoints are the ones that
+`train.py --keep-checkpoints N` left in RUN/checkpoint/, unless SNAPSHOTS
+names other copies of them (epoch-NNNN.keras files). For each candidate K
 (--candidates), the weights of the last K snapshots are averaged
 (`vit.training.average_weights`) and scored on the run's held-out validation
 split; the best K wins (the smallest K on ties), and K=1 is the run itself.
@@ -17,7 +18,6 @@ records the averaged epochs and every candidate's validation top-1.
 import argparse
 import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -29,16 +29,17 @@ from vit.config import ViTConfig  # noqa: E402
 
 
 def epoch_of(path: str) -> int:
-    match = re.search(r"epoch-(\d+)\.keras$", path)
-    if not match:
+    epoch = training.checkpoint_epoch(path)
+    if epoch is None:
         raise SystemExit(f"error: {path} is not an epoch-NNNN.keras checkpoint")
-    return int(match.group(1))
+    return epoch
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", help="a finished train.py --output-dir folder")
-    p.add_argument("snapshots", nargs="+", help="epoch-NNNN.keras checkpoints of that run")
+    p.add_argument("snapshots", nargs="*",
+                   help="epoch-NNNN.keras checkpoints of that run (default: RUN/checkpoint/)")
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 3, 5, 10])
     p.add_argument("--data-dir")
     p.add_argument("--out", required=True, help="model folder to write")
@@ -49,7 +50,8 @@ def main(argv=None) -> int:
     with open(os.path.join(args.run, "metrics.json")) as f:
         run_metrics = json.load(f)
     config = ViTConfig.from_dict(state["config"])
-    snapshots = sorted(args.snapshots, key=epoch_of)
+    snapshots = sorted(args.snapshots or training.epoch_checkpoints(
+        os.path.join(args.run, training.CHECKPOINT_DIR)), key=epoch_of)
     epochs = [epoch_of(path) for path in snapshots]
     if epochs[-1] != state["epoch"]:
         raise SystemExit(f"error: the last snapshot is epoch {epochs[-1]}, "

@@ -48,23 +48,16 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
     run = tmp_path / "run"
     trained = subprocess.run(
         [sys.executable, "train.py", "--preset", "tiny", "--epochs", "2", "--limit-train",
-         "2048", "--data-dir", cifar_path, "--output-dir", str(run)],
+         "2048", "--keep-checkpoints", "2", "--data-dir", cifar_path, "--output-dir", str(run)],
         cwd=ROOT, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    # Stand-ins for epochs 1 and 2 kept aside: the final checkpoint, and a copy
-    # of it with every weight shifted, so the mean differs from both.
-    snaps = tmp_path / "snaps"
-    snaps.mkdir()
-    shutil.copy(run / "checkpoint" / "epoch-0002.keras", snaps / "epoch-0002.keras")
-    final = keras.saving.load_model(snaps / "epoch-0002.keras")
-    final.set_weights([w + 0.01 for w in final.get_weights()])
-    final.save(snaps / "epoch-0001.keras")
+    kept = training.epoch_checkpoints(str(run / "checkpoint"))
+    assert [p.rsplit("/", 1)[-1] for p in kept] == ["epoch-0001.keras", "epoch-0002.keras"]
 
     out = tmp_path / "avg"
-    result = subprocess.run(
-        [sys.executable, "scripts/average_checkpoints.py", str(run), str(snaps / "epoch-0002.keras"),
-         str(snaps / "epoch-0001.keras"), "--candidates", "1", "2", "--data-dir", cifar_path,
-         "--out", str(out)],
+    result = subprocess.run(  # no snapshot arguments: the run's kept checkpoints
+        [sys.executable, "scripts/average_checkpoints.py", str(run), "--candidates", "1", "2",
+         "--data-dir", cifar_path, "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -78,15 +71,31 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
     assert ("mean of the checkpoints after epochs 1–2" in card) == (best == "2")
     assert ("mean of the checkpoints" in card) == (best == "2")
 
+    a, b = (keras.saving.load_model(p).get_weights() for p in kept)
+    expected = [(x + y) / 2 for x, y in zip(a, b)] if best == "2" else b
+    for got, want in zip(keras.saving.load_model(out).get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    # Snapshots named explicitly: copies kept elsewhere, here a shifted stand-in
+    # for epoch 1, so that the mean of the last 2 must differ from the last epoch.
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    shutil.copy(kept[1], snaps / "epoch-0002.keras")
+    shifted = keras.saving.load_model(kept[1])
+    shifted.set_weights([w + 0.01 for w in shifted.get_weights()])
+    shifted.save(snaps / "epoch-0001.keras")
+    forced = subprocess.run(
+        [sys.executable, "scripts/average_checkpoints.py", str(run), str(snaps / "epoch-0002.keras"),
+         str(snaps / "epoch-0001.keras"), "--candidates", "2", "--data-dir", cifar_path,
+         "--out", str(tmp_path / "avg2")],
+        cwd=ROOT, capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    for got, want in zip(keras.saving.load_model(tmp_path / "avg2").get_weights(), b):
+        np.testing.assert_allclose(got, want + 0.005, rtol=1e-5, atol=1e-5)
+
     gap = subprocess.run(
         [sys.executable, "scripts/average_checkpoints.py", str(run),
          str(snaps / "epoch-0002.keras"), str(snaps / "epoch-0002.keras"),
          "--data-dir", cifar_path, "--out", str(tmp_path / "dup")],
         cwd=ROOT, capture_output=True, text=True)
     assert gap.returncode != 0 and "consecutive epochs, once each" in gap.stderr
-
-    a = keras.saving.load_model(snaps / "epoch-0001.keras").get_weights()
-    b = keras.saving.load_model(snaps / "epoch-0002.keras").get_weights()
-    expected = [(x + y) / 2 for x, y in zip(a, b)] if best == "2" else b
-    for got, want in zip(keras.saving.load_model(out).get_weights(), expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

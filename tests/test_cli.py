@@ -104,6 +104,7 @@ def test_fine_tune_from_a_model_folder_with_config_overrides(cifar_path, tmp_pat
     (["--init-from", "/no/such/folder"], "--init-from"),
     (["--set", "augment=strnog"], "unknown augment"),
     (["--set", "resample_prob=2"], "not a probability"),
+    (["--keep-checkpoints", "0"], "--keep-checkpoints"),
 ])
 def test_bad_overrides_are_one_line_errors(cifar_path, bad, message):
     result = subprocess.run([sys.executable, "train.py", "--preset", "tiny",

@@ -33,6 +33,25 @@ def test_short_real_run_learns(cifar, tmp_path):
     assert os.path.exists(tmp_path / "checkpoint" / "latest.json")
 
 
+def test_checkpoints_keep_the_last_n_epochs_and_drop_stale_ones(tmp_path):
+    model = vit.build_vit(vit.get_preset("tiny"))
+    names = lambda: [os.path.basename(p) for p in training.epoch_checkpoints(str(tmp_path))]
+    # a file from an epoch after the current one: a save that was killed, then resumed
+    (tmp_path / "epoch-0009.keras").write_bytes(b"partial")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    for epoch in range(1, 6):
+        training.save_checkpoint(str(tmp_path), model, {"epoch": epoch}, keep=3)
+    assert names() == ["epoch-0003.keras", "epoch-0004.keras", "epoch-0005.keras"]
+    assert json.loads((tmp_path / "latest.json").read_text())["model"] == "epoch-0005.keras"
+    assert (tmp_path / "notes.txt").exists()
+    training.save_checkpoint(str(tmp_path), model, {"epoch": 6})  # default: the latest only
+    assert names() == ["epoch-0006.keras"]
+    with pytest.raises(ValueError, match="keep"):
+        training.save_checkpoint(str(tmp_path), model, {"epoch": 7}, keep=0)
+    assert training.checkpoint_epoch("runs/x/epoch-0123.keras") == 123
+    assert training.checkpoint_epoch("epoch-12.keras") is None
+
+
 def weights_of(folder):
     return keras.saving.load_model(folder).get_weights()
 

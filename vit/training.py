@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import keras
@@ -88,9 +89,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Atomic per-epoch checkpoint; also times the training part of each epoch."""
 
     def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch,
-                 provenance=None):
+                 provenance=None, keep=1):
         super().__init__()
         self.directory = directory
+        self.keep = keep
         self.provenance = provenance or {}  # command, init_from, parent: saved as is
         self.config = config
         self.seed = seed
@@ -118,11 +120,35 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "history": self.history, "train_seconds": self.train_seconds,
             **self.provenance,
             # RNG state: batches and dropout are keyed by (seed, epoch).
-            "rng": {"seed": self.seed, "next_epoch": epoch + 1}})
+            "rng": {"seed": self.seed, "next_epoch": epoch + 1}}, keep=self.keep)
 
 
-def save_checkpoint(directory: str, model: keras.Model, state: dict) -> None:
-    """Write epoch files, then flip `latest.json` to them, then prune old ones."""
+_EPOCH_FILE = re.compile(r"epoch-(\d{4,})\.keras")
+
+
+def checkpoint_epoch(path: str) -> int | None:
+    """The epoch of an epoch-NNNN.keras checkpoint file; None for other names."""
+    match = _EPOCH_FILE.fullmatch(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def epoch_checkpoints(directory: str) -> list[str]:
+    """Paths of the epoch-NNNN.keras files in a checkpoint folder, oldest first."""
+    if not os.path.isdir(directory):
+        return []
+    paths = [os.path.join(directory, n) for n in os.listdir(directory)]
+    return sorted((p for p in paths if checkpoint_epoch(p) is not None), key=checkpoint_epoch)
+
+
+def save_checkpoint(directory: str, model: keras.Model, state: dict, keep: int = 1) -> None:
+    """Write epoch files, then flip `latest.json` to them, then prune old ones.
+
+    keep > 1 leaves the last `keep` epochs on disk for checkpoint averaging
+    (scripts/average_checkpoints.py). Files from epochs after this one (left
+    by a run killed mid-save, then resumed) always go.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
     os.makedirs(directory, exist_ok=True)
     tag = f"epoch-{state['epoch']:04d}"
     model.save(os.path.join(directory, f"{tag}.keras"))
@@ -133,9 +159,11 @@ def save_checkpoint(directory: str, model: keras.Model, state: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(directory, LATEST))
-    for name in os.listdir(directory):
-        if name.startswith("epoch-") and name != state["model"]:
-            os.remove(os.path.join(directory, name))
+    files = epoch_checkpoints(directory)
+    older = [p for p in files if checkpoint_epoch(p) < state["epoch"]]
+    newer = [p for p in files if checkpoint_epoch(p) > state["epoch"]]
+    for path in newer + older[:max(0, len(older) - (keep - 1))]:
+        os.remove(path)
 
 
 def load_checkpoint(directory: str):
@@ -153,7 +181,7 @@ def load_checkpoint(directory: str):
 def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
         strategy: str = "auto", verbose: int | str = "auto", init_from: str | None = None,
-        init_name: str | None = None, command: str | None = None):
+        init_name: str | None = None, command: str | None = None, keep_checkpoints: int = 1):
     """Train on CIFAR-100 train (minus validation); returns (model, state).
 
     init_from: a model folder whose weights start the run (fine-tuning); its
@@ -161,6 +189,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     (e.g. the Hub repo rather than its cache path). A resumed run keeps its
     own weights. The checkpoint keeps `command` and the parent's lineage
     (export.read_lineage), so a run exported mid-training can say what made it.
+    keep_checkpoints: how many of the latest epoch checkpoints stay on disk.
     """
     from .export import read_lineage
 
@@ -205,7 +234,8 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                                 batch_size=config.batch_size) if len(x_val) else None
     provenance = {k: state.get(k) for k in ("command", "init_from", "parent")}
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
-                                 state["train_seconds"], steps * config.batch_size, provenance)
+                                 state["train_seconds"], steps * config.batch_size, provenance,
+                                 keep=keep_checkpoints)
     if start < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
