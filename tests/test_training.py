@@ -56,9 +56,10 @@ def weights_of(folder):
     return keras.saving.load_model(folder).get_weights()
 
 
-def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path):
+@pytest.mark.parametrize("jit", [False, True], ids=["eager-graph", "xla"])
+def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit):
     common = ["--preset", "tiny", "--epochs", 3, "--limit-train", 2048, "--seed", 5,
-              "--data-dir", cifar_path]
+              "--data-dir", cifar_path, *(["--jit"] if jit else [])]
     straight = run_train(*common, "--output-dir", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-2000:]
 
@@ -86,6 +87,9 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path):
     assert "--resume" not in history_b["command"] and str(out_b) in history_b["command"]
     for wa, wb in zip(weights_of(tmp_path / "a"), weights_of(out_b)):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+    # the checkpoint keeps the compile settings, so a resumed --jit run stays XLA-compiled
+    resumed_model, _ = training.load_checkpoint(str(out_b / "checkpoint"))
+    assert resumed_model.jit_compile is jit
 
 
 def test_mirrored_strategy_on_two_logical_cpu_devices(cifar_path, tmp_path):
