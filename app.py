@@ -24,6 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = sorted(glob.glob(os.path.join(HERE, "examples", "*.png")))
 FUSIONS = ["mean", "max", "min"]
 ALL_HEADS = "all heads (fused)"
+# Output images as PNG: Gradio's default, lossy WebP, smears the pixelated
+# 32x32 view (up to 54 levels off) and the maps' colours.
+SHOWN = dict(interactive=False, format="png")
 MAX_FILE_SIZE = images.MAX_UPLOAD_BYTES
 
 
@@ -175,29 +178,28 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                 with gr.Column():
                     label = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="top5")
                     seen = gr.Image(label="What the model sees (32×32) — click a patch",
-                                    interactive=False, height=340, elem_id="seen")
+                                    height=340, elem_id="seen", **SHOWN)
             with gr.Row():
-                rollout_img = gr.Image(label="Attention rollout", interactive=False,
-                                       elem_id="rollout")
+                rollout_img = gr.Image(label="Attention rollout", elem_id="rollout", **SHOWN)
                 patch_img = gr.Image(label="Where the selected patch looks",
-                                     interactive=False, elem_id="patch")
+                                     elem_id="patch", **SHOWN)
                 class_img = gr.Image(label="Class map (gradient-weighted)",
-                                     interactive=False, elem_id="classmap")
+                                     elem_id="classmap", **SHOWN)
             gr.Markdown(explainer.rollout_caption + " The patch map shows one query patch's "
                         "attention row in the chosen block; the class map weights attention "
                         "by its gradient for the chosen class.")
             with gr.Row():
                 fusion = gr.Radio(FUSIONS, value="mean", label="Head fusion")
-                discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05,
-                                    label="Discard lowest attention (rollout)")
+                discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05, label="Discard ratio",
+                                    info="rollout: drop each block's weakest attention")
                 block = gr.Slider(1, pred.num_blocks, value=pred.num_blocks, step=1,
-                                  label="Block (raw & patch maps)")
+                                  label="Block", info="for the raw and patch maps")
                 head = gr.Dropdown(heads, value=ALL_HEADS, label="Head")
                 class_dd = gr.Dropdown(explainer.labels, value=None,
                                        label="Explain class (default: top-1)")
             with gr.Row():
                 raw_img = gr.Image(label="Raw attention of the chosen block and head",
-                                   interactive=False, elem_id="raw")
+                                   elem_id="raw", **SHOWN)
                 distance = gr.Plot(label="Mean attention distance per head", show_label=False)
         with gr.Tab("Batch"):
             files = gr.File(file_count="multiple", file_types=["image"],
@@ -205,7 +207,8 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             run = gr.Button("Classify all", variant="primary")
             table = gr.Dataframe(headers=["file", "top-1", "confidence", "error"],
                                  interactive=False)
-            gallery = gr.Gallery(label="Attention rollout", columns=6, height="auto")
+            gallery = gr.Gallery(label="Attention rollout", columns=6, height="auto",
+                                 format="png")
 
         # Every event that runs the model shares one queue slot pool sized for 2 cores.
         model = dict(concurrency_id="model", concurrency_limit=2)
@@ -228,7 +231,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                        gr.Number(0.0, visible=False), gr.Number(0, visible=False),
                        gr.Number(0, visible=False), gr.Textbox(visible=False)]
         api_label = gr.Label(visible=False)
-        api_maps = [gr.Image(visible=False) for _ in range(3)]
+        api_maps = [gr.Image(visible=False, format="png") for _ in range(3)]
         gr.Button(visible=False).click(classify, api_image, api_label, api_name="classify",
                                        **model)
         gr.Button(visible=False).click(explain, [api_image, *api_options],

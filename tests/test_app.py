@@ -4,12 +4,14 @@ import json
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from app_server import ROOT, AppServer
 from upload_corpus import EXPECTED, make_bad_upload_corpus
+from vit.analysis import Explainer
 from vit.data import CIFAR100_LABELS
 
 pytestmark = pytest.mark.slow
@@ -44,6 +46,14 @@ def test_explain_returns_label_and_three_maps(client):
     maps = [Image.open(p) for p in (rollout, raw, class_map)]
     assert all(m.size == (320, 320) for m in maps)
     assert len({m.tobytes() for m in maps}) == 3  # three different explanations
+    # Lossless: the same map rendered in-process matches the served one (Gradio's
+    # default WebP would be off by tens of levels).
+    assert all(m.format == "PNG" for m in maps)
+    explainer = Explainer.from_spec(None, warmup=False)
+    expected = explainer.rollout(explainer.analyse(EXAMPLE), "max", 0.2)
+    served = np.asarray(maps[0].convert("RGB"), np.int16)
+    assert served.shape == expected.shape
+    assert np.abs(served - expected).max() <= 2
 
 
 def test_explain_rejects_bad_options(client):
@@ -79,6 +89,7 @@ def test_batch_tab_reports_each_file(client, tmp_path):
     assert [r[0] for r in rows] == ["apple.png", "whale.png", "broken.png"]
     assert rows[0][1] in CIFAR100_LABELS and rows[2][1] == "—" and rows[2][3]
     assert len(gallery) == 2
+    assert all(Image.open(item["image"]).format == "PNG" for item in gallery)
 
 
 def test_upload_size_limit_is_set(server):
