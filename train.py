@@ -35,8 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", help="default: runs/<preset>")
     p.add_argument("--limit-train", type=int, metavar="N", help="use the first N training images")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint")
-    p.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
-                   help="keep the last N epoch checkpoints (for scripts/average_checkpoints.py)")
+    p.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help="keep the last N epoch checkpoints (for scripts/average_checkpoints.py); "
+                        "default 1, or the resumed run's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
@@ -80,7 +81,7 @@ def parse_overrides(config, items: list[str]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.keep_checkpoints < 1:
+    if args.keep_checkpoints is not None and args.keep_checkpoints < 1:
         print("error: --keep-checkpoints must be at least 1", file=sys.stderr)
         return 2
     import tensorflow as tf
@@ -131,17 +132,17 @@ def main(argv=None) -> int:
     except data.DataUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    training.set_precision(args.mixed_precision)
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     model, state = training.fit(
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
-        limit_train=args.limit_train, jit=args.jit, strategy=args.strategy,
+        limit_train=args.limit_train, jit=args.jit, mixed_precision=args.mixed_precision,
+        strategy=args.strategy,
         verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
         init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints)
     # the command that started the run (a resume adds nothing to how to reproduce it)
     command = state.get("command") or command
     metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,
-                                command=command, mixed_precision=args.mixed_precision)
+                                command=command)
     print(f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f} "
           f"loss={metrics['test_loss']:.4f} -> {output_dir}")
     if args.push_to_hub:

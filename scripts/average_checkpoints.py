@@ -52,6 +52,16 @@ def main(argv=None) -> int:
     config = ViTConfig.from_dict(state["config"])
     snapshots = sorted(args.snapshots or training.epoch_checkpoints(
         os.path.join(args.run, training.CHECKPOINT_DIR)), key=epoch_of)
+    if not snapshots:
+        raise SystemExit(f"error: no epoch-NNNN.keras checkpoints in {args.run}/checkpoint "
+                         "(train with --keep-checkpoints N, or name copies as SNAPSHOTS)")
+    candidates = sorted({k for k in args.candidates if 1 <= k <= len(snapshots)})
+    if not candidates:
+        raise SystemExit(f"error: no candidate in {args.candidates} fits "
+                         f"{len(snapshots)} checkpoint(s)")
+    if len(snapshots) == 1:
+        print("warning: only one checkpoint, so there is nothing to average "
+              "(train with --keep-checkpoints N to keep N)", file=sys.stderr)
     epochs = [epoch_of(path) for path in snapshots]
     if epochs[-1] != state["epoch"]:
         raise SystemExit(f"error: the last snapshot is epoch {epochs[-1]}, "
@@ -60,13 +70,15 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: the snapshots must be consecutive epochs, once each; "
                          f"got {epochs}")
     dataset = data.load_cifar100(args.data_dir)
+    settings = state.get("settings") or {}
+    training.set_precision(settings.get("mixed_precision") or "off")
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
                                              config.validation_split)
     models = [keras.saving.load_model(path, compile=False) for path in snapshots]
     model = keras.saving.load_model(snapshots[-1], compile=False)  # scratch: gets each mean
     final_weights = models[-1].get_weights()
     scores, val = {}, {}
-    for k in sorted({k for k in args.candidates if 1 <= k <= len(models)}):
+    for k in candidates:
         model.set_weights(training.average_weights(models[-k:]) if k > 1 else final_weights)
         val[k] = training.evaluate(model, x_val, y_val)
         scores[k] = val[k]["test_top1"]
@@ -84,9 +96,11 @@ def main(argv=None) -> int:
         first, last = before + epochs[-best], before + epochs[-1]
         extra["averaged_epochs"] = [first, last]
         command += f"  # then: python scripts/average_checkpoints.py (mean of epochs {first}-{last})"
+    state = {**state, **{k: run_metrics.get(k)  # what the finished run recorded
+                         for k in ("train_images", "val_images", "replicas", "mixed_precision")}}
     metrics = export.export_run(
         export.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
-        command=command, mixed_precision=run_metrics.get("mixed_precision", "off"), **extra)
+        command=command, **extra)
     print(f"chose the last {best} epoch(s) on validation -> {args.out}: "
           f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")
     return 0

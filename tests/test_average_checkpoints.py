@@ -1,6 +1,7 @@
 """Checkpoint averaging: the maths, and scripts/average_checkpoints.py on a tiny real run."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -99,3 +100,17 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
          "--data-dir", cifar_path, "--out", str(tmp_path / "dup")],
         cwd=ROOT, capture_output=True, text=True)
     assert gap.returncode != 0 and "consecutive epochs, once each" in gap.stderr
+
+    # Only the last epoch kept: a warning, and K=1 is the run itself.
+    os.remove(kept[0])
+    single = subprocess.run(
+        [sys.executable, "scripts/average_checkpoints.py", str(run), "--data-dir", cifar_path,
+         "--out", str(tmp_path / "single")], cwd=ROOT, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert "nothing to average" in single.stderr and "chose the last 1 epoch(s)" in single.stdout
+    os.remove(kept[1])
+    empty = subprocess.run(
+        [sys.executable, "scripts/average_checkpoints.py", str(run), "--out", str(tmp_path / "e")],
+        cwd=ROOT, capture_output=True, text=True)
+    assert empty.returncode != 0 and "--keep-checkpoints" in empty.stderr
+    assert "Traceback" not in empty.stderr

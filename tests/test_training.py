@@ -58,14 +58,14 @@ def weights_of(folder):
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager-graph", "xla"])
 def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit):
-    common = ["--preset", "tiny", "--epochs", 3, "--limit-train", 2048, "--seed", 5,
-              "--data-dir", cifar_path, *(["--jit"] if jit else [])]
-    straight = run_train(*common, "--output-dir", tmp_path / "a")
+    run = ["--preset", "tiny", "--epochs", 3, "--limit-train", 2048, "--seed", 5,
+           "--data-dir", cifar_path, *(["--jit"] if jit else [])]
+    straight = run_train(*run, "--output-dir", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     out_b = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, common),
-                             "--output-dir", str(out_b)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, run),
+                             "--keep-checkpoints", "3", "--output-dir", str(out_b)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = out_b / "checkpoint" / "latest.json"
     deadline = time.time() + 300
@@ -77,11 +77,16 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit
     assert 1 <= killed_after < 3, "the run must be interrupted mid-training"
     assert not (out_b / "metrics.json").exists()
 
-    resumed = run_train(*common, "--output-dir", out_b, "--resume")
+    # Resumed with none of the run's settings and another batch size: the
+    # checkpoint's config, seed, --limit-train, --jit and --keep-checkpoints win.
+    resumed = run_train("--preset", "tiny", "--batch-size", 32, "--data-dir", cifar_path,
+                        "--output-dir", out_b, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {killed_after}" in resumed.stdout
+    assert "checkpoint's limit_train=2048" in resumed.stdout
     history_a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     history_b = json.loads((out_b / "metrics.json").read_text())
+    assert history_b["epochs"] == 3 and history_b["train_images"] == 2048
     assert history_a["test_top1"] == pytest.approx(history_b["test_top1"], abs=1e-4)
     # the card tells how to reproduce the run: the command that started it
     assert "--resume" not in history_b["command"] and str(out_b) in history_b["command"]
@@ -90,6 +95,30 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit
     # the checkpoint keeps the compile settings, so a resumed --jit run stays XLA-compiled
     resumed_model, _ = training.load_checkpoint(str(out_b / "checkpoint"))
     assert resumed_model.jit_compile is jit
+    kept = [os.path.basename(p) for p in training.epoch_checkpoints(str(out_b / "checkpoint"))]
+    assert kept == ["epoch-0001.keras", "epoch-0002.keras", "epoch-0003.keras"]
+
+
+def policies(model):
+    return {layer.path: layer.dtype_policy.name for layer in model._flatten_layers()
+            if layer.weights and not isinstance(layer, keras.Model)}
+
+
+def test_resume_restores_mixed_precision(cifar, tmp_path):
+    config = vit.get_preset("tiny").replace(epochs=1)
+    try:
+        training.fit(config, cifar, str(tmp_path), limit_train=256, mixed_precision="bf16",
+                     verbose=0)
+        training.set_precision("off")
+        model, state = training.fit(config, cifar, str(tmp_path), resume=True,
+                                    limit_train=256, verbose=0)  # asks for float32
+        assert state["mixed_precision"] == "bf16"
+        resumed = policies(model)
+        training.set_precision("bf16")
+        assert resumed == policies(vit.build_vit(config))  # every sublayer, as first built
+        assert list(resumed.values()).count("mixed_bfloat16") > 10
+    finally:
+        training.set_precision("off")
 
 
 def test_mirrored_strategy_on_two_logical_cpu_devices(cifar_path, tmp_path):

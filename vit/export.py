@@ -155,9 +155,10 @@ def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: 
 
 
 def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, preset: str,
-               command: str, mixed_precision: str = "off", **extra) -> dict:
+               command: str, mixed_precision: str | None = None, **extra) -> dict:
     """Evaluate on the test split and write the model folder for a (finished or
-    checkpointed) run; `state` is what training.fit returns or a checkpoint holds."""
+    checkpointed) run; `state` is what training.fit returns or a checkpoint holds.
+    mixed_precision defaults to the one the run recorded."""
     import tensorflow as tf
 
     from .config import ViTConfig
@@ -185,6 +186,9 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     seconds = sum(st.get("train_seconds") or 0 for st in stages)
     images = sum((st.get("train_seconds") or 0) * (st.get("images_per_second") or 0)
                  for st in stages)
+    if mixed_precision is None:
+        mixed_precision = (state.get("mixed_precision")
+                           or (state.get("settings") or {}).get("mixed_precision") or "off")
     metrics = evaluate(model, dataset.x_test, dataset.y_test)
     metrics.update({
         "preset": preset, "epochs": sum(st["epochs"] for st in stages), "seed": state.get("seed"),

@@ -166,22 +166,53 @@ def save_checkpoint(directory: str, model: keras.Model, state: dict, keep: int =
         os.remove(path)
 
 
-def load_checkpoint(directory: str):
-    """(model with optimizer state, state dict), or (None, None) if there is none."""
+def read_checkpoint_state(directory: str) -> dict | None:
+    """The latest checkpoint's state (epoch, config, history, settings), or None."""
     path = os.path.join(directory, LATEST)
     if not os.path.exists(path):
-        return None, None
+        return None
     with open(path) as f:
-        state = json.load(f)
+        return json.load(f)
+
+
+def load_checkpoint(directory: str):
+    """(model with optimizer state, state dict), or (None, None) if there is none.
+
+    Set the run's precision policy first (`set_precision(state["mixed_precision"])`):
+    the blocks' sublayers are rebuilt under the global policy.
+    """
+    state = read_checkpoint_state(directory)
+    if state is None:
+        return None, None
     model = keras.saving.load_model(os.path.join(directory, state["model"]))
     exclude_from_weight_decay(model.optimizer)
     return model, state
 
 
+# How a run trains, beyond its config: a resume takes them from the checkpoint.
+RUN_SETTINGS = ("limit_train", "jit", "mixed_precision", "keep_checkpoints")
+
+
+def _resumed_settings(state: dict, asked: dict) -> dict:
+    """The checkpoint's settings, except keep_checkpoints when asked for anew.
+
+    A checkpoint from before settings were recorded takes what was asked.
+    """
+    saved = state.get("settings") or {}
+    settings = {k: saved.get(k, asked[k]) for k in RUN_SETTINGS}
+    if asked["keep_checkpoints"] is not None:  # may change mid-run, e.g. to start averaging
+        settings["keep_checkpoints"] = asked["keep_checkpoints"]
+    for k in ("limit_train", "jit", "mixed_precision"):
+        if asked[k] != settings[k]:
+            print(f"note: resuming with the checkpoint's {k}={settings[k]!r}, not {asked[k]!r}")
+    return settings
+
+
 def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
-        strategy: str = "auto", verbose: int | str = "auto", init_from: str | None = None,
-        init_name: str | None = None, command: str | None = None, keep_checkpoints: int = 1):
+        mixed_precision: str = "off", strategy: str = "auto", verbose: int | str = "auto",
+        init_from: str | None = None, init_name: str | None = None, command: str | None = None,
+        keep_checkpoints: int | None = None):
     """Train on CIFAR-100 train (minus validation); returns (model, state).
 
     init_from: a model folder whose weights start the run (fine-tuning); its
@@ -189,38 +220,50 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     (e.g. the Hub repo rather than its cache path). A resumed run keeps its
     own weights. The checkpoint keeps `command` and the parent's lineage
     (export.read_lineage), so a run exported mid-training can say what made it.
-    keep_checkpoints: how many of the latest epoch checkpoints stay on disk.
+    keep_checkpoints: how many of the latest epoch checkpoints stay on disk
+    (default 1, or what the checkpoint says when resuming).
+    A resume continues with the checkpoint's config, seed, limit_train, jit
+    and mixed precision whatever the arguments say, so that the data, the
+    schedule and the numerics stay those of the run being resumed.
     """
     from .export import read_lineage
 
+    ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    asked = {"limit_train": limit_train, "jit": jit, "mixed_precision": mixed_precision,
+             "keep_checkpoints": keep_checkpoints}
+    state = read_checkpoint_state(ckpt_dir) if resume else None
+    if state is not None:
+        settings = _resumed_settings(state, asked)
+        saved = ViTConfig.from_dict(state["config"])
+        if saved != config:
+            print("note: using the checkpoint's config, not the command line's")
+        config, seed = saved, state["seed"]
+    else:
+        settings = {**asked, "keep_checkpoints": keep_checkpoints or 1}
+    set_precision(settings["mixed_precision"])
+
     (x_tr, y_tr), (x_val, y_val) = vdata.train_val_split(
         dataset.x_train, dataset.y_train, config.validation_split)
-    if limit_train:
-        x_tr, y_tr = x_tr[:limit_train], y_tr[:limit_train]
+    if settings["limit_train"]:
+        x_tr, y_tr = x_tr[:settings["limit_train"]], y_tr[:settings["limit_train"]]
     steps = len(x_tr) // config.batch_size
     if steps == 0:
         raise ValueError(f"{len(x_tr)} training images < one batch of {config.batch_size}")
-    ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     dist = select_strategy(strategy)
     with dist.scope():
-        model, state = load_checkpoint(ckpt_dir) if resume else (None, None)
-        if model is None:
+        if state is None:
             keras.utils.set_random_seed(seed)
             model = build_vit(config)
             if init_from:
                 check_same_architecture(init_from, config)
                 load_weights_from(model, init_from)
-            compile_model(model, config, steps, jit=jit)
+            compile_model(model, config, steps, jit=settings["jit"])
             state = {"epoch": 0, "history": [], "train_seconds": 0.0, "command": command,
                      "init_from": (init_name or init_from) if init_from else None,
                      "parent": read_lineage(init_from) if init_from else None}
         else:
+            model, state = load_checkpoint(ckpt_dir)
             print(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
-            seed = state["seed"]
-            saved = ViTConfig.from_dict(state["config"])
-            if saved != config:
-                print("note: using the checkpoint's config, not the command line's")
-            config = saved
             if state.get("init_from") and not state.get("parent") and init_from:
                 # a checkpoint from before lineage was recorded: rebuild it
                 state["parent"] = read_lineage(init_from)
@@ -234,15 +277,21 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                                 batch_size=config.batch_size) if len(x_val) else None
     provenance = {k: state.get(k) for k in ("command", "init_from", "parent")}
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
-                                 state["train_seconds"], steps * config.batch_size, provenance,
-                                 keep=keep_checkpoints)
+                                 state["train_seconds"], steps * config.batch_size,
+                                 {**provenance, "settings": settings},
+                                 keep=settings["keep_checkpoints"])
     if start < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
                   shuffle=False, verbose=verbose)
-    return model, {"config": config, "epoch": config.epochs, "seed": seed, "history": checkpoint.history,
-                   "train_seconds": checkpoint.train_seconds,
+    done = checkpoint.history[-1]["epoch"] if checkpoint.history else start
+    if done < config.epochs:
+        raise RuntimeError(f"training stopped after epoch {done} of {config.epochs} "
+                           "(the data ran out: were the batch size or the data changed?)")
+    return model, {"config": config, "epoch": config.epochs, "seed": seed,
+                   "history": checkpoint.history, "train_seconds": checkpoint.train_seconds,
                    "train_images": len(x_tr), "val_images": len(x_val), **provenance,
+                   "mixed_precision": settings["mixed_precision"], "jit": settings["jit"],
                    "replicas": dist.num_replicas_in_sync}
 
 
