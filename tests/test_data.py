@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from vit import data
 
@@ -86,6 +87,39 @@ def test_training_batches_are_a_function_of_seed_epoch_and_step():
     assert not np.array_equal(full[0][0], full[3][0])  # epochs differ
     other_seed = _batches(data.train_dataset(x, y, start_epoch=0, **{**kw, "seed": 8}))
     assert not np.array_equal(full[0][0], other_seed[0][0])
+
+
+def test_strong_augmentation_is_a_function_of_seed_epoch_and_step():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 255, (96, 32, 32, 3)).astype("uint8")
+    y = rng.integers(0, 100, 96)
+    kw = dict(num_classes=100, batch_size=32, seed=7, epochs=3, augment="strong")
+    full = _batches(data.train_dataset(x, y, start_epoch=0, **kw))
+    again = _batches(data.train_dataset(x, y, start_epoch=0, **kw))
+    resumed = _batches(data.train_dataset(x, y, start_epoch=2, **kw))
+    for (xa, _), (xb, _) in zip(full, again):
+        np.testing.assert_array_equal(xa, xb)
+    for (xa, _), (xb, _) in zip(full[6:], resumed):
+        np.testing.assert_array_equal(xa, xb)
+    basic = _batches(data.train_dataset(x, y, start_epoch=0, **{**kw, "augment": "basic"}))
+    changed = [not np.array_equal(a[0], b[0]) for a, b in zip(full, basic)]
+    assert sum(changed) >= 6, changed  # RandAugment did act, on most batches
+
+
+def test_seeded_rand_augment_draws_differ_by_seed_and_site():
+    import keras
+
+    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=1)
+    own = layer.generator
+    images = tf.constant(np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3)), tf.float32)
+    outs = [data.seeded_rand_augment(layer, images, tf.constant([s, 0], tf.int64)).numpy()
+            for s in (1, 1, 2, 3, 4)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert sum(not np.array_equal(outs[0], o) for o in outs[2:]) >= 2
+    assert layer.generator is own  # the layer's own generator is put back
+    seeds = data.BatchSeeds(tf.constant([5, 6], tf.int64))
+    assert isinstance(seeds, keras.random.SeedGenerator)
+    assert not np.array_equal(seeds.next().numpy(), seeds.next().numpy())
 
 
 def test_builtin_label_names_match_the_dataset(cifar):

@@ -2,10 +2,10 @@
 
 Training batches are a pure function of (seed, epoch, step): shuffling and
 augmentation use stateless random ops, so a run resumed from a checkpoint
-sees exactly the batches the uninterrupted run would have seen. The one
-exception is augment="strong": Keras' RandAugment layer draws from its own
-stateful generator (and picks the same ops for a whole batch), so such runs
-resume statistically, not bit-for-bit.
+sees exactly the batches the uninterrupted run would have seen. That holds
+for augment="strong" too: Keras' RandAugment is fed per-batch seeds
+(`BatchSeeds`) instead of its own stateful generator. (Keras' RandAugment
+picks the same two ops for a whole batch; their strengths vary per image.)
 """
 
 from __future__ import annotations
@@ -165,6 +165,44 @@ def random_resample(images, seed, prob, max_factor=8.0):
     return tf.where(chosen, resampled, images)
 
 
+class BatchSeeds:
+    """Stand-in for a Keras SeedGenerator whose draws depend only on `seed`.
+
+    A Keras random layer draws from its SeedGenerator: a variable that every
+    call advances, so under tf.data's parallel map the draws depend on thread
+    timing and a resumed run cannot replay them. This one returns the k-th
+    draw site's seed as fold_in(batch seed, k), with k counted while tracing:
+    the same (seed, epoch, step) always gives the same augmentation.
+    """
+
+    def __new__(cls, seed):
+        import keras
+
+        # a SeedGenerator to Keras' isinstance checks, without its state variable
+        generator_cls = type("BatchSeeds", (cls, keras.random.SeedGenerator), {})
+        return object.__new__(generator_cls)
+
+    def __init__(self, seed):
+        self.base = tf.cast(seed, tf.int64)
+        self.draws = 0
+
+    def next(self, ordered=True):
+        self.draws += 1
+        return tf.random.experimental.stateless_fold_in(self.base, self.draws)
+
+
+def seeded_rand_augment(layer, images, seed):
+    """Apply a keras.layers.RandAugment with every random draw keyed by `seed`."""
+    own = layer.generator
+    # what RandAugment hands to each of its ops; object.__setattr__ keeps it
+    # out of the layer's tracked (saved, reseeded) state
+    object.__setattr__(layer, "generator", BatchSeeds(seed))
+    try:
+        return layer(images, training=True)
+    finally:
+        object.__setattr__(layer, "generator", own)
+
+
 def _beta(alpha, seed):
     a = tf.random.stateless_gamma((), _seed(seed, 2), alpha=alpha)
     b = tf.random.stateless_gamma((), _seed(seed, 3), alpha=alpha)
@@ -227,7 +265,7 @@ def train_dataset(x, y, *, num_classes, batch_size, seed, start_epoch, epochs,
         if augment in ("basic", "strong"):
             xb = random_crop_flip(xb, s)
         if randaugment is not None:
-            xb = randaugment(xb, training=True)
+            xb = seeded_rand_augment(randaugment, xb, _seed(s, 9))
         xb = random_resample(xb, s, resample_prob)
         return mix_batch(xb, yb, s, mixup_alpha, cutmix_alpha)
 
