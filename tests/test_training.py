@@ -56,10 +56,15 @@ def weights_of(folder):
     return keras.saving.load_model(folder).get_weights()
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager-graph", "xla"])
-def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit):
+# The second case is the recipe of the long CPU runs: XLA, RandAugment, mixup/CutMix.
+@pytest.mark.parametrize("jit, recipe", [
+    (False, []),
+    (True, ["--set", "augment=strong", "mixup_alpha=0.2", "cutmix_alpha=1.0",
+            "resample_prob=0.25"]),
+], ids=["graph-basic", "xla-strong"])
+def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit, recipe):
     run = ["--preset", "tiny", "--epochs", 3, "--limit-train", 2048, "--seed", 5,
-           "--data-dir", cifar_path, *(["--jit"] if jit else [])]
+           "--data-dir", cifar_path, *(["--jit"] if jit else []), *recipe]
     straight = run_train(*run, "--output-dir", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-2000:]
 
@@ -77,8 +82,8 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit
     assert 1 <= killed_after < 3, "the run must be interrupted mid-training"
     assert not (out_b / "metrics.json").exists()
 
-    # Resumed with none of the run's settings and another batch size: the
-    # checkpoint's config, seed, --limit-train, --jit and --keep-checkpoints win.
+    # Resumed with none of the run's settings and another batch size: the checkpoint's
+    # config (recipe included), seed, --limit-train, --jit and --keep-checkpoints win.
     resumed = run_train("--preset", "tiny", "--batch-size", 32, "--data-dir", cifar_path,
                         "--output-dir", out_b, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
