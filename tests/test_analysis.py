@@ -79,3 +79,29 @@ def test_from_spec_loads_a_local_model_folder(tmp_path, explainer):
     img = Image.open(ROOT / "examples" / "whale.png")
     np.testing.assert_allclose(e.analyse_image(img, False).probs,
                                explainer.analyse_image(img, False).probs, atol=1e-5)
+
+
+def test_mistyped_model_path_serves_the_bundled_model_and_says_why():
+    e = Explainer.from_spec("/no/such/model-folder", warmup=False)
+    assert e.info.trained and e.info.source == "bundled weights"
+    assert "/no/such/model-folder" in e.info.notice and "bundled model instead" in e.info.notice
+
+
+def test_unloadable_model_falls_back_or_serves_untrained_never_crashes(tmp_path, monkeypatch):
+    import shutil
+
+    from vit import pretrained
+
+    broken = tmp_path / "broken"
+    shutil.copytree(pretrained.BUNDLED_DIR, broken)
+    weights = broken / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # fails the sha256 in metrics.json
+    weights.write_bytes(bytes(data))
+    e = Explainer.from_spec(str(broken), warmup=False)
+    assert e.info.trained and e.info.source == "bundled weights"
+    assert "bundled model instead" in e.info.notice
+    # a Space serving a Hub model has no bundled weights to fall back on
+    monkeypatch.setattr(pretrained, "bundled_available", lambda *a, **k: False)
+    e = Explainer.from_spec(str(broken), warmup=False)
+    assert not e.info.trained and str(broken) in e.info.notice and "UNTRAINED" in e.info.notice

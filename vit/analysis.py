@@ -82,8 +82,13 @@ class Explainer:
         try:
             model = pretrained.load_pretrained(folder)
         except pretrained.ModelIntegrityError as exc:
-            if spec is None or not pretrained.bundled_available():
+            if spec is None:  # the bundled weights themselves are broken: say so loudly
                 raise
+            if not pretrained.bundled_available():  # a Space serving a Hub model
+                explainer = cls.untrained(warmup=warmup)
+                explainer.info.notice = (f"Could not load the model {spec!r} ({exc}). "
+                                         f"{explainer.info.notice}")
+                return explainer
             explainer = cls.from_spec(None, timeout, warmup)  # the bundled weights
             explainer.info.notice = f"{exc}; using the bundled model instead."
             return explainer

@@ -194,7 +194,10 @@ def resolve_model(spec: str | None = None, timeout: float = 3.0, *, fallback: st
         return fallback, None
     if os.path.isdir(os.path.expanduser(spec)):
         return os.path.abspath(os.path.expanduser(spec)), None
-    repo_id, revision = parse_spec(spec)
+    try:
+        repo_id, revision = parse_spec(spec)
+    except ValueError as exc:  # e.g. a mistyped local path
+        return _fall_back(str(exc), fallback, strict)
     label = f"{repo_id}@{revision}" if revision else repo_id
 
     if revision and _COMMIT_SHA.match(revision):  # immutable: a complete cached copy is exact
@@ -223,6 +226,11 @@ def resolve_model(spec: str | None = None, timeout: float = 3.0, *, fallback: st
             if path:
                 commit = os.path.basename(os.path.normpath(path))[:7]
                 return path, f"{reason}; using the cached copy of {label} (commit {commit})."
+    return _fall_back(reason, fallback, strict)
+
+
+def _fall_back(reason: str, fallback: str, strict: bool) -> tuple[str, str]:
+    """(fallback folder, notice), or HubError when strict or nothing is bundled."""
     if strict:
         raise HubError(reason)
     if not bundled_available(fallback):
