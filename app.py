@@ -19,9 +19,11 @@ import numpy as np
 
 from vit import images
 from vit.analysis import Explainer
+from vit.space import EXAMPLE_TYPES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = sorted(glob.glob(os.path.join(HERE, "examples", "*.png")))
+EXAMPLES = sorted(p for p in glob.glob(os.path.join(HERE, "examples", "*"))
+                  if p.lower().endswith(EXAMPLE_TYPES))
 FUSIONS = ["mean", "max", "min"]
 ALL_HEADS = "all heads (fused)"
 # Output images as PNG: Gradio's default, lossy WebP, smears the pixelated

@@ -120,14 +120,6 @@ def publish_space(space_id: str, model: str, *, private: bool = False, token: st
         raise _hub_error(exc, f"publish the Space {space_id}") from None
 
 
-def model_from_readme(path: str = "README.md") -> str | None:
-    """The first `models:` entry of a Space README's front matter (MODEL_REPO's fallback)."""
-    if not os.path.isfile(path):
-        return None
-    models = SpaceCard.load(path).data.to_dict().get("models") or []
-    return models[0] if models else None
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vit.space", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
