@@ -187,6 +187,32 @@ def test_prepare_limits_display_size():
     assert load_image(jpeg, max_side=None).size == (3000, 2000)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_big_images_are_box_reduced_first_without_changing_what_the_model_sees(mode,
+                                                                              monkeypatch):
+    y, x = np.mgrid[0:4000, 0:6400]
+    texture = ((x // 40 + y // 40) % 2 * 100 + ((x + 2 * y) % 7 == 0) * 80)[..., None]
+    rgb = (np.asarray(uc.photo((6400, 4000)), np.int32) // 2 + texture).clip(0, 255)
+    photo = Image.fromarray(rgb.astype(np.uint8)).convert(mode)  # over 3 x 1024: reduced 2x
+    png = uc.encode(photo, "PNG", compress_level=1)
+    reduced = []
+    original_reduce = Image.Image.reduce
+
+    def spy(self, factor, *args, **kwargs):
+        reduced.append((self.size, factor))
+        return original_reduce(self, factor, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "reduce", spy)
+    display, model_input = prepare(png)
+    # first (before any full-size copy) a 2x box reduction of the decoded image
+    assert reduced and reduced[0] == ((6400, 4000), 2)
+    assert display.size == (1024, 640) and display.mode == "RGB"
+    # the same upload through the full-resolution path
+    reference = to_model_input(load_image(png, max_side=None))
+    diff = np.abs(model_input.astype(int) - reference)
+    assert diff.mean() < 1.0 and diff.max() <= 6, (diff.mean(), diff.max())
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns on mangled metadata
 def test_mangled_files_only_raise_image_decode_error():
     """Light fuzzing: truncate / flip bytes of valid files of every format."""

@@ -243,6 +243,13 @@ def _finish(image: Image.Image, max_side: int | None) -> Image.Image:
         raise ImageDecodeError("The image is too large to decode on this server") from None
     except Exception as err:
         raise ImageDecodeError(CORRUPT) from err
+    if max_side and image.mode in ("RGB", "RGBA", "L", "LA") and "transparency" not in image.info:
+        # An integer box downscale first, as resize(reducing_gap=3) would do
+        # later anyway: the orientation and colour copies below then hold a
+        # fraction of a 50-megapixel image's memory.
+        factor = max(image.size) // (3 * max_side)
+        if factor > 1:
+            image = image.reduce(factor)
     image = _to_rgb(_exif_transpose(image))
     w, h = image.size
     if max_side and max(w, h) > max_side:
