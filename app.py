@@ -189,13 +189,14 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                                      elem_id="classmap", **SHOWN)
             gr.Markdown(explainer.rollout_caption + " The patch map shows one query patch's "
                         "attention row in the chosen block; the class map weights attention "
-                        "by its gradient for the chosen class.")
+                        "by its gradient for the chosen class. *Discard ratio* drops each "
+                        "block's weakest attention before the rollout; *Block* and *Head* "
+                        "choose the raw and patch maps.")
             with gr.Row():
                 fusion = gr.Radio(FUSIONS, value="mean", label="Head fusion")
-                discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05, label="Discard ratio",
-                                    info="rollout: drop each block's weakest attention")
+                discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05, label="Discard ratio")
                 block = gr.Slider(1, pred.num_blocks, value=pred.num_blocks, step=1,
-                                  label="Block", info="for the raw and patch maps")
+                                  label="Block")
                 head = gr.Dropdown(heads, value=ALL_HEADS, label="Head")
                 class_dd = gr.Dropdown(explainer.labels, value=None,
                                        label="Explain class (default: top-1)")
