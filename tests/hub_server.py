@@ -15,7 +15,8 @@ refs and commits live in memory, and every commit keeps its whole tree, so any
 old commit sha stays resolvable. Every file is declared "regular" at preupload,
 so no LFS/Xet transfer is involved. Requests the server does not know (404) and
 server bugs (500) are recorded in `hub.unknown`, so a test can assert that the
-client called nothing unexpected. By hand: `python tests/hub_server.py [--port N]`.
+client called nothing unexpected. `hub.fail_with = 429` makes every request fail
+with that status (rate limits, outages). By hand: `python tests/hub_server.py [--port N]`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], dict] = {}
         self.log: list[tuple[str, str, int]] = []
         self.unknown: list[str] = []
+        self.fail_with: int | None = None  # e.g. 429: every request gets this status
         self.lock = threading.RLock()
         self._counter = 0
         self.httpd: ThreadingHTTPServer | None = None
@@ -220,6 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
+            if self.hub.fail_with:
+                raise HubHTTPError(self.hub.fail_with, f"test Hub answers {self.hub.fail_with}")
             status, body, headers = self._route(method, parts, query)
         except Exception as e:  # noqa: BLE001  (a server bug must not look like a dead Hub)
             if not isinstance(e, HubHTTPError):

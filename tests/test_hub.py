@@ -159,7 +159,7 @@ def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
         pretrained.load_pretrained(seen[f"user/pinned@{first.oid}"]["folder"])
         result({"first": first.oid, "second": second.oid, "work": work, "seen": seen})
     ''', env, tmp_path / "work")
-    first, second, seen = out["first"], out["second"], out["seen"]
+    first, second, seen, work = out["first"], out["second"], out["seen"], out["work"]
     assert first != second and hub.commits("user/pinned")[:2] == [second, first]
     assert hub.repos[("model", "user/pinned")]["private"]  # read back with the token
     assert json.loads(hub.files("user/pinned", first)["labels.json"])[0] == "class_0"
@@ -195,6 +195,19 @@ def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
     assert "Could not reach the Hugging Face Hub" in out["user/never-downloaded"]["notice"]
     assert all(v["seconds"] < 3.0 for v in out.values()), out
     assert not hub.unknown
+
+    # The Hub answers but refuses (rate limit): the cached copy too, not the fallback.
+    hub.fail_with = 429
+    try:
+        out = run_client('''
+            result({spec: hub.resolve_model(spec, fallback=sys.argv[1])
+                    for spec in ["user/pinned", "user/never-downloaded"]})
+        ''', env, work)
+    finally:
+        hub.fail_with = None
+    folder, notice = out["user/pinned"]
+    assert folder != work and "429" in notice and "cached copy of user/pinned" in notice, notice
+    assert out["user/never-downloaded"][0] == work and "instead" in out["user/never-downloaded"][1]
 
 
 # ---------------------------------------------------------------- (c) the Space

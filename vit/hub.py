@@ -217,15 +217,15 @@ def resolve_model(spec: str | None = None, timeout: float = 3.0, *, fallback: st
     except (HubError, ModelIntegrityError) as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001  (offline, timeouts, HTTP errors, ...)
-        if not _is_unreachable(exc):
+        if not _is_unreachable(exc):  # rate limits, outages, auth: the Hub said no
             reason = str(_hub_error(exc, f"download {label}"))
         else:
             reason = (f"Could not reach the Hugging Face Hub to load {label} "
                       f"({type(exc).__name__}: {_one_line(exc, 120)})")
-            path = _cached(repo_id, revision, cache_dir)
-            if path:
-                commit = os.path.basename(os.path.normpath(path))[:7]
-                return path, f"{reason}; using the cached copy of {label} (commit {commit})."
+        path = _cached(repo_id, revision, cache_dir)
+        if path:  # the model that was asked for beats the fallback
+            commit = os.path.basename(os.path.normpath(path))[:7]
+            return path, f"{reason}; using the cached copy of {label} (commit {commit})."
     return _fall_back(reason, fallback, strict)
 
 
