@@ -4,8 +4,12 @@ Training batches are a pure function of (seed, epoch, step): shuffling and
 augmentation use stateless random ops, so a run resumed from a checkpoint
 sees exactly the batches the uninterrupted run would have seen. That holds
 for augment="strong" too: Keras' RandAugment is fed per-batch seeds
-(`BatchSeeds`) instead of its own stateful generator. (Keras' RandAugment
-picks the same two ops for a whole batch; their strengths vary per image.)
+(`BatchSeeds`) instead of its own stateful generator.
+
+Beware that Keras' RandAugment is much harsher than the paper's policy at the
+same "factor": at factor=0.5 it rotates by up to +-180 degrees, translates by
+up to half the image, posterizes to 1-3 bits, and applies the same two ops to
+a whole batch (their strengths vary per image).
 """
 
 from __future__ import annotations
