@@ -60,7 +60,8 @@ with gr.Blocks() as demo:
     options = [gr.Radio(["mean", "max", "min"], value="mean", visible=False),
                gr.Number(0.0, visible=False), gr.Number(0, visible=False),
                gr.Number(0, visible=False), gr.Textbox(visible=False)]
-    label, maps = gr.Label(visible=False), [gr.Image(visible=False) for _ in range(3)]
+    label = gr.Label(visible=False)
+    maps = [gr.Image(visible=False, format="png") for _ in range(3)]  # as app.py: lossless
     gr.Button(visible=False).click(lambda img: LABEL, image, label, api_name="classify")
     gr.Button(visible=False).click(lambda img, *o: (LABEL, MAP, MAP, MAP), [image, *options],
                                    [label, *maps], api_name="explain")
