@@ -42,7 +42,6 @@ CALL_TIMEOUT = 60.0  # seconds for any one API call
 NOOP_APP = '''
 """No-op twin of app.py's API: same components and endpoints, constant answers."""
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 
@@ -54,7 +53,8 @@ class UploadImage(gr.Image):  # as in app.py: hands the raw upload over untouche
 
 
 LABEL = {"apple": 0.5, "orange": 0.2, "pear": 0.1, "rose": 0.1, "tulip": 0.1}
-MAP = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((320, 320), Image.BICUBIC))
+MAP = Image.open(EXAMPLE).convert("RGB").resize((320, 320), Image.BICUBIC)
+MAP.encoderinfo = {"compress_level": 1}  # as app.py's maps: fast lossless PNG
 with gr.Blocks() as demo:
     image = UploadImage(type="filepath", visible=False)
     options = [gr.Radio(["mean", "max", "min"], value="mean", visible=False),

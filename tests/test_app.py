@@ -134,3 +134,24 @@ def test_explain_validates_options_before_running_the_model(client):
                           (("mean", 0.0, 0, 0, "unicorn"), "unknown class")]:
         with pytest.raises(Exception, match=message):
             client.predict(handle_file(EXAMPLE), *args, api_name="/explain")
+
+
+def test_pictures_go_out_as_fast_lossless_png():
+    import io
+
+    from gradio import processing_utils
+
+    import app
+
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    probs = np.zeros((100,), np.float32)  # not a picture: left alone
+    out = app.lossless(lambda: (picture, probs, "caption", [(picture, "in a gallery")]))()
+    image, untouched, caption, gallery = out
+    assert untouched is probs and caption == "caption"
+    for pil in (image, gallery[0][0]):
+        encoded = processing_utils.encode_pil_to_bytes(pil, "png")  # what Gradio runs
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoded))), picture)
+        fast = io.BytesIO()
+        Image.fromarray(picture).save(fast, "PNG", compress_level=app.PNG_LEVEL)
+        assert encoded == fast.getvalue()
