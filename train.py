@@ -138,11 +138,12 @@ def main(argv=None) -> int:
         limit_train=args.limit_train, jit=args.jit, mixed_precision=args.mixed_precision,
         strategy=args.strategy,
         verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
-        init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints)
+        init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints,
+        preset=args.preset)
     # the command that started the run (a resume adds nothing to how to reproduce it)
     command = state.get("command") or command
-    metrics = export.export_run(model, state, dataset, output_dir, preset=args.preset,
-                                command=command)
+    metrics = export.export_run(model, state, dataset, output_dir,
+                                preset=state.get("preset") or args.preset, command=command)
     print(f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f} "
           f"loss={metrics['test_loss']:.4f} -> {output_dir}")
     if args.push_to_hub:

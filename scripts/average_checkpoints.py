@@ -71,7 +71,8 @@ def main(argv=None) -> int:
                          f"got {epochs}")
     dataset = data.load_cifar100(args.data_dir)
     settings = state.get("settings") or {}
-    training.set_precision(settings.get("mixed_precision") or "off")
+    precision = settings.get("mixed_precision") or run_metrics.get("mixed_precision") or "off"
+    training.set_precision(precision)
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
                                              config.validation_split)
     models = [keras.saving.load_model(path, compile=False) for path in snapshots]
@@ -96,8 +97,9 @@ def main(argv=None) -> int:
         first, last = before + epochs[-best], before + epochs[-1]
         extra["averaged_epochs"] = [first, last]
         command += f"  # then: python scripts/average_checkpoints.py (mean of epochs {first}-{last})"
-    state = {**state, **{k: run_metrics.get(k)  # what the finished run recorded
-                         for k in ("train_images", "val_images", "replicas", "mixed_precision")}}
+    state = {**state, "mixed_precision": precision,  # and what the finished run recorded:
+             **{k: run_metrics[k] for k in ("train_images", "val_images", "replicas")
+                if k in run_metrics}}
     metrics = export.export_run(
         export.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
         command=command, **extra)

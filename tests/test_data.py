@@ -122,6 +122,23 @@ def test_seeded_rand_augment_draws_differ_by_seed_and_site():
     assert not np.array_equal(seeds.next().numpy(), seeds.next().numpy())
 
 
+def test_strong_augmentation_stays_float32_under_mixed_precision():
+    from vit import training
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 255, (64, 32, 32, 3)).astype("uint8")
+    y = rng.integers(0, 100, 64)
+    try:
+        training.set_precision("bf16")
+        ds = data.train_dataset(x, y, num_classes=100, batch_size=32, seed=1, start_epoch=0,
+                                epochs=1, augment="strong", resample_prob=0.5,
+                                mixup_alpha=0.2, cutmix_alpha=1.0)
+        images, labels = next(iter(ds))
+    finally:
+        training.set_precision("off")
+    assert images.dtype == tf.float32 and labels.dtype == tf.float32
+
+
 def test_builtin_label_names_match_the_dataset(cifar):
     assert data.CIFAR100_LABELS == cifar.label_names
 

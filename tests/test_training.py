@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import vit
 from tests.conftest import ROOT
@@ -84,7 +85,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit
 
     # Resumed with none of the run's settings and another batch size: the checkpoint's
     # config (recipe included), seed, --limit-train, --jit and --keep-checkpoints win.
-    resumed = run_train("--preset", "tiny", "--batch-size", 32, "--data-dir", cifar_path,
+    resumed = run_train("--batch-size", 32, "--data-dir", cifar_path,  # no --preset either
                         "--output-dir", out_b, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {killed_after}" in resumed.stdout
@@ -92,6 +93,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit
     history_a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     history_b = json.loads((out_b / "metrics.json").read_text())
     assert history_b["epochs"] == 3 and history_b["train_images"] == 2048
+    assert history_b["preset"] == "tiny"
     assert history_a["test_top1"] == pytest.approx(history_b["test_top1"], abs=1e-4)
     # the card tells how to reproduce the run: the command that started it
     assert "--resume" not in history_b["command"] and str(out_b) in history_b["command"]
@@ -102,6 +104,36 @@ def test_resume_after_kill_9_matches_uninterrupted_run(cifar_path, tmp_path, jit
     assert resumed_model.jit_compile is jit
     kept = [os.path.basename(p) for p in training.epoch_checkpoints(str(out_b / "checkpoint"))]
     assert kept == ["epoch-0001.keras", "epoch-0002.keras", "epoch-0003.keras"]
+
+
+def test_checkpoint_from_before_settings_resumes(cifar, tmp_path, capsys):
+    config = vit.get_preset("tiny").replace(epochs=1)
+    training.fit(config, cifar, str(tmp_path), limit_train=256, verbose=0)
+    latest = tmp_path / "checkpoint" / "latest.json"
+    old = json.loads(latest.read_text())
+    for key in ("settings", "preset"):  # what older code did not write
+        old.pop(key)
+    old["config"]["epochs"] = 2
+    latest.write_text(json.dumps(old))
+    _, state = training.fit(config, cifar, str(tmp_path), resume=True, limit_train=256,
+                            verbose=0)
+    assert [row["epoch"] for row in state["history"]] == [1, 2]
+    assert "predates recorded settings" in capsys.readouterr().out
+    saved = json.loads(latest.read_text())
+    assert saved["epoch"] == 2 and saved["settings"]["keep_checkpoints"] == 1
+
+
+def test_an_epoch_that_runs_out_of_data_is_not_saved(tmp_path):
+    config = vit.get_preset("tiny")
+    model = vit.build_vit(config)
+    training.compile_model(model, config, steps_per_epoch=3)
+    x = np.zeros((2 * config.batch_size, 32, 32, 3), np.float32)
+    y = np.eye(100, dtype=np.float32)[np.zeros(len(x), int)]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(config.batch_size)  # 2 batches
+    callback = training.EpochCheckpoint(str(tmp_path), config, 0, [], 0.0, steps=3)
+    with pytest.raises(RuntimeError, match="ran out of data after 2 of 3"):
+        model.fit(data, epochs=1, steps_per_epoch=3, callbacks=[callback], verbose=0)
+    assert not (tmp_path / "latest.json").exists()
 
 
 def policies(model):

@@ -259,8 +259,9 @@ def train_dataset(x, y, *, num_classes, batch_size, seed, start_epoch, epochs,
     if augment == "strong":
         import keras
 
+        # float32 whatever the mixed-precision policy: augmentation is input work
         randaugment = keras.layers.RandAugment(value_range=(0, 255), num_ops=2,
-                                               factor=0.5, seed=seed)
+                                               factor=0.5, seed=seed, dtype="float32")
 
     def batch_fn(epoch, step, idx):
         s = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])

@@ -183,10 +183,11 @@ def resolve_model(spec: str | None = None, timeout: float = 3.0, *, fallback: st
 
     spec: None (the bundled model), a local folder, "USER/REPO" or "USER/REPO@rev"
     (branch, tag or commit sha; a commit sha already in the cache is used without
-    network). When the Hub cannot be reached within `timeout` seconds, the cached
-    copy of that revision is used if complete, else `fallback` (default: the bundled
-    model) with a notice; same when the repo or revision does not exist, or when
-    the download fails verify_model_folder (corrupted weights).
+    network). When the Hub cannot be reached within `timeout` seconds or answers
+    with an error (rate limit, outage), the cached copy of that revision is used if
+    complete, else `fallback` (default: the bundled model) with a notice; the
+    fallback too when the repo or revision does not exist, or when the download
+    fails verify_model_folder (corrupted weights).
     strict=True raises HubError instead of falling back to `fallback`.
     """
     fallback = fallback or BUNDLED_DIR

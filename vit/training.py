@@ -88,28 +88,37 @@ def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
 class EpochCheckpoint(keras.callbacks.Callback):
     """Atomic per-epoch checkpoint; also times the training part of each epoch."""
 
-    def __init__(self, directory, config, seed, history, train_seconds, images_per_epoch,
+    def __init__(self, directory, config, seed, history, train_seconds, steps,
                  provenance=None, keep=1):
         super().__init__()
         self.directory = directory
+        self.steps, self._batches = steps, 0
         self.keep = keep
         self.provenance = provenance or {}  # command, init_from, parent: saved as is
         self.config = config
         self.seed = seed
         self.history = history
         self.train_seconds = train_seconds
-        self.images_per_epoch = images_per_epoch
+        self.images_per_epoch = steps * config.batch_size
         self._t0 = self._t1 = None
 
     def on_epoch_begin(self, epoch, logs=None):
         reseed_dropout(self.model, self.seed, epoch)
         self._t0, self._t1 = time.perf_counter(), None
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
 
     def on_test_begin(self, logs=None):
         if self._t0 is not None and self._t1 is None:
             self._t1 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._batches < self.steps:  # Keras only warns, then restarts the data
+            raise RuntimeError(
+                f"epoch {epoch + 1} ran out of data after {self._batches} of {self.steps} "
+                "batches; it was not saved")
         seconds = (self._t1 or time.perf_counter()) - self._t0
         self.train_seconds += seconds
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
@@ -178,8 +187,8 @@ def read_checkpoint_state(directory: str) -> dict | None:
 def load_checkpoint(directory: str):
     """(model with optimizer state, state dict), or (None, None) if there is none.
 
-    Set the run's precision policy first (`set_precision(state["mixed_precision"])`):
-    the blocks' sublayers are rebuilt under the global policy.
+    Set the run's precision policy first (`set_precision(state["settings"]
+    ["mixed_precision"])`): the blocks' sublayers are rebuilt under the global policy.
     """
     state = read_checkpoint_state(directory)
     if state is None:
@@ -199,9 +208,13 @@ def _resumed_settings(state: dict, asked: dict) -> dict:
     A checkpoint from before settings were recorded takes what was asked.
     """
     saved = state.get("settings") or {}
+    if not saved:
+        print("note: this checkpoint predates recorded settings; resuming with this "
+              f"command's limit_train={asked['limit_train']!r}, jit={asked['jit']!r}, "
+              f"mixed_precision={asked['mixed_precision']!r}: they must match the run's")
     settings = {k: saved.get(k, asked[k]) for k in RUN_SETTINGS}
-    if asked["keep_checkpoints"] is not None:  # may change mid-run, e.g. to start averaging
-        settings["keep_checkpoints"] = asked["keep_checkpoints"]
+    # may change mid-run, e.g. to start keeping epochs for averaging
+    settings["keep_checkpoints"] = asked["keep_checkpoints"] or settings["keep_checkpoints"] or 1
     for k in ("limit_train", "jit", "mixed_precision"):
         if asked[k] != settings[k]:
             print(f"note: resuming with the checkpoint's {k}={settings[k]!r}, not {asked[k]!r}")
@@ -212,7 +225,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
         mixed_precision: str = "off", strategy: str = "auto", verbose: int | str = "auto",
         init_from: str | None = None, init_name: str | None = None, command: str | None = None,
-        keep_checkpoints: int | None = None):
+        keep_checkpoints: int | None = None, preset: str | None = None):
     """Train on CIFAR-100 train (minus validation); returns (model, state).
 
     init_from: a model folder whose weights start the run (fine-tuning); its
@@ -222,9 +235,10 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     (export.read_lineage), so a run exported mid-training can say what made it.
     keep_checkpoints: how many of the latest epoch checkpoints stay on disk
     (default 1, or what the checkpoint says when resuming).
-    A resume continues with the checkpoint's config, seed, limit_train, jit
-    and mixed precision whatever the arguments say, so that the data, the
-    schedule and the numerics stay those of the run being resumed.
+    A resume continues with the checkpoint's config, preset name, seed,
+    limit_train, jit and mixed precision whatever the arguments say, so that
+    the data, the schedule and the numerics stay those of the run being resumed.
+    Mixed precision is Keras' global policy: it stays set after fit returns.
     """
     from .export import read_lineage
 
@@ -259,6 +273,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                 load_weights_from(model, init_from)
             compile_model(model, config, steps, jit=settings["jit"])
             state = {"epoch": 0, "history": [], "train_seconds": 0.0, "command": command,
+                     "preset": preset,
                      "init_from": (init_name or init_from) if init_from else None,
                      "parent": read_lineage(init_from) if init_from else None}
         else:
@@ -275,19 +290,16 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
         resample_prob=config.resample_prob)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
                                 batch_size=config.batch_size) if len(x_val) else None
-    provenance = {k: state.get(k) for k in ("command", "init_from", "parent")}
+    provenance = {k: state.get(k) for k in ("command", "preset", "init_from", "parent")}
+    provenance["preset"] = provenance["preset"] or preset  # older checkpoints lack it
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
-                                 state["train_seconds"], steps * config.batch_size,
+                                 state["train_seconds"], steps,
                                  {**provenance, "settings": settings},
                                  keep=settings["keep_checkpoints"])
     if start < config.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
                   shuffle=False, verbose=verbose)
-    done = checkpoint.history[-1]["epoch"] if checkpoint.history else start
-    if done < config.epochs:
-        raise RuntimeError(f"training stopped after epoch {done} of {config.epochs} "
-                           "(the data ran out: were the batch size or the data changed?)")
     return model, {"config": config, "epoch": config.epochs, "seed": seed,
                    "history": checkpoint.history, "train_seconds": checkpoint.train_seconds,
                    "train_images": len(x_tr), "val_images": len(x_val), **provenance,
