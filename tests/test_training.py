@@ -123,6 +123,7 @@ def test_checkpoint_from_before_settings_resumes(cifar, tmp_path, capsys):
     assert saved["epoch"] == 2 and saved["settings"]["keep_checkpoints"] == 1
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Keras' own "ran out of data" warning
 def test_an_epoch_that_runs_out_of_data_is_not_saved(tmp_path):
     config = vit.get_preset("tiny")
     model = vit.build_vit(config)
