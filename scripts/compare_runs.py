@@ -1,9 +1,12 @@
 """Compare trained models by accuracy per CPU-hour: the README's preset table.
 
     python scripts/compare_runs.py vit/weights runs/tutorial --out docs/presets.png
+    python scripts/compare_runs.py vit/weights runs/compact-mix   # a run still in training
 
 Each argument is a model folder written by train.py (metrics.json and
-history.csv; a fine-tuned model's history covers every stage). Prints a
+history.csv; a fine-tuned model's history covers every stage), or the
+--output-dir of a run still in training (its checkpoint's history; no test
+scores yet), which tells early whether a new recipe is on course. Prints a
 Markdown table: parameters, training images/s, epochs, CPU hours, test
 top-1/top-5, and the validation top-1 each run had reached when the shortest
 run ended, which is the fair comparison when budgets differ (a longer run is
@@ -22,6 +25,9 @@ from vit.export import read_history_csv  # noqa: E402
 
 
 def load_run(folder: str) -> dict:
+    if not os.path.isfile(os.path.join(folder, "metrics.json")) and \
+            os.path.isfile(os.path.join(folder, "checkpoint", "latest.json")):
+        return load_run_in_training(folder)
     with open(os.path.join(folder, "metrics.json")) as f:
         metrics = json.load(f)
     history = read_history_csv(os.path.join(folder, "history.csv"))
@@ -33,6 +39,41 @@ def load_run(folder: str) -> dict:
         print(f"warning: {folder}: history.csv covers {elapsed / 3600:.2f} h of the "
               f"{metrics['train_seconds'] / 3600:.2f} h in metrics.json", file=sys.stderr)
     return {"folder": folder, "metrics": metrics, "history": history, "hours": hours}
+
+
+def load_run_in_training(folder: str) -> dict:
+    """A train.py run that has not finished: its checkpoint's history, no test scores."""
+    import vit
+    from vit.config import ViTConfig
+
+    with open(os.path.join(folder, "checkpoint", "latest.json")) as f:
+        state = json.load(f)
+    history = state["history"]
+    seconds = sum(row["train_seconds"] for row in history)
+    images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
+    config = ViTConfig.from_dict(state["config"])
+    metrics = {"preset": state.get("preset") or _preset_with_architecture(config),
+               "parameters": vit.build_vit(config).count_params(),
+               "images_per_second": images / seconds if seconds else None,
+               "epochs": f"{state['epoch']} of {config.epochs}", "train_seconds": seconds,
+               "test_top1": None, "test_top5": None}
+    hours = [sum(row["train_seconds"] for row in history[:i + 1]) / 3600
+             for i in range(len(history))]
+    return {"folder": folder, "metrics": metrics, "history": history, "hours": hours}
+
+
+def _preset_with_architecture(config) -> str:
+    """For checkpoints that predate the recorded preset name."""
+    from vit.config import PRESETS
+    from vit.training import ARCHITECTURE_FIELDS
+
+    return next((name for name, preset in PRESETS.items()
+                 if all(getattr(preset, f) == getattr(config, f) for f in ARCHITECTURE_FIELDS)),
+                "?")
+
+
+def _percent(value) -> str:
+    return "in training" if value is None else f"{100 * value:.1f}%"
 
 
 def val_top1_at(run: dict, hours: float) -> float | None:
@@ -55,7 +96,7 @@ def table(runs: list[dict]) -> str:
         lines.append(
             f"| `{m.get('preset', '?')}` ({run['folder']}) | {m.get('parameters', 0):,} "
             f"| {m.get('images_per_second') or 0:.0f} | {epochs} | {hours:.2f} "
-            f"| {100 * m['test_top1']:.1f}% | {100 * m['test_top5']:.1f}% "
+            f"| {_percent(m['test_top1'])} | {_percent(m['test_top5'])} "
             f"| {'–' if at is None else f'{100 * at:.1f}%'} |")
     return "\n".join(lines)
 
@@ -70,8 +111,9 @@ def plot(runs: list[dict], path: str) -> None:
     for run in runs:
         m = run["metrics"]
         ax.plot(run["hours"], [100 * row.get("val_top1", float("nan")) for row in run["history"]],
-                marker=".", label=f"{m.get('preset', '?')} ({m.get('parameters', 0) / 1e6:.1f}M "
-                                  f"params, test {100 * m['test_top1']:.1f}%)")
+                marker=".", label=f"{m.get('preset', '?')}, {run['folder']} "
+                                  f"({m.get('parameters', 0) / 1e6:.1f}M params, "
+                                  f"test {_percent(m['test_top1'])})")
     ax.set_xlabel("hours of training")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("CIFAR-100: accuracy per CPU-hour")

@@ -39,3 +39,26 @@ def test_table_compares_at_the_shorter_runs_budget(tmp_path, capsys):
 def test_missing_folder_is_a_one_line_error(tmp_path, capsys):
     assert compare_runs.main([str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_a_run_in_training_is_compared_from_its_checkpoint(tmp_path, capsys):
+    import vit
+
+    done = make_run(tmp_path / "done", "compact", 3600, [0.2, 0.3, 0.4, 0.5], 0.51)
+    running = tmp_path / "running"
+    (running / "checkpoint").mkdir(parents=True)
+    config = vit.get_preset("tiny").replace(epochs=10)
+    (running / "checkpoint" / "latest.json").write_text(json.dumps({
+        "epoch": 2, "config": config.to_dict(),  # no "preset": as older checkpoints
+        "history": [{"epoch": 1, "val_top1": 0.3, "train_seconds": 3600, "images_per_second": 50},
+                    {"epoch": 2, "val_top1": 0.45, "train_seconds": 3600,
+                     "images_per_second": 150}]}))
+    assert compare_runs.main([done, str(running), "--out", str(tmp_path / "plot.png")]) == 0
+    out = capsys.readouterr().out
+    assert "val top-1 after 2.00 h" in out  # the run in training sets the budget
+    row = next(line for line in out.splitlines() if "running" in line)
+    params = vit.build_vit(config).count_params()
+    assert row == (f"| `tiny` ({running}) | {params:,} | 100 | 2 of 10 | 2.00 "
+                   "| in training | in training | 45.0% |")
+    done_row = next(line for line in out.splitlines() if "`compact`" in line)
+    assert done_row.endswith("| 30.0% |")
