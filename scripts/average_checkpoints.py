@@ -70,8 +70,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: the snapshots must be consecutive epochs, once each; "
                          f"got {epochs}")
     dataset = data.load_cifar100(args.data_dir)
-    settings = state.get("settings") or {}
-    precision = settings.get("mixed_precision") or run_metrics.get("mixed_precision") or "off"
+    precision = (training.checkpoint_precision(state) or run_metrics.get("mixed_precision")
+                 or "off")
     training.set_precision(precision)
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
                                              config.validation_split)

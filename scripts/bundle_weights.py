@@ -34,10 +34,7 @@ def main():
         for name in FILES:
             shutil.copy2(os.path.join(args.run, name), args.to)
     else:
-        ckpt_dir = os.path.join(args.run, training.CHECKPOINT_DIR)
-        saved = training.read_checkpoint_state(ckpt_dir) or {}
-        training.set_precision((saved.get("settings") or {}).get("mixed_precision") or "off")
-        model, state = training.load_checkpoint(ckpt_dir)
+        model, state = training.load_checkpoint(os.path.join(args.run, training.CHECKPOINT_DIR))
         if model is None:
             sys.exit(f"error: {args.run} has neither metrics.json nor a checkpoint")
         # a fine-tuning run's epochs count from random initialisation

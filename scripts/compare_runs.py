@@ -15,6 +15,7 @@ validation top-1 against cumulative CPU hours.
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -31,10 +32,8 @@ def load_run(folder: str) -> dict:
     with open(os.path.join(folder, "metrics.json")) as f:
         metrics = json.load(f)
     history = read_history_csv(os.path.join(folder, "history.csv"))
-    hours, elapsed = [], 0.0
-    for row in history:
-        elapsed += row["train_seconds"]
-        hours.append(elapsed / 3600)
+    hours = cumulative_hours(history)
+    elapsed = 3600 * hours[-1] if hours else 0.0
     if abs(elapsed - metrics.get("train_seconds", elapsed)) > 60:
         print(f"warning: {folder}: history.csv covers {elapsed / 3600:.2f} h of the "
               f"{metrics['train_seconds'] / 3600:.2f} h in metrics.json", file=sys.stderr)
@@ -57,9 +56,13 @@ def load_run_in_training(folder: str) -> dict:
                "images_per_second": images / seconds if seconds else None,
                "epochs": f"{state['epoch']} of {config.epochs}", "train_seconds": seconds,
                "test_top1": None, "test_top5": None}
-    hours = [sum(row["train_seconds"] for row in history[:i + 1]) / 3600
-             for i in range(len(history))]
-    return {"folder": folder, "metrics": metrics, "history": history, "hours": hours}
+    return {"folder": folder, "metrics": metrics, "history": history,
+            "hours": cumulative_hours(history)}
+
+
+def cumulative_hours(history: list[dict]) -> list[float]:
+    """Hours of training when each epoch ended."""
+    return list(itertools.accumulate(row["train_seconds"] / 3600 for row in history))
 
 
 def _preset_with_architecture(config) -> str:

@@ -162,7 +162,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     import tensorflow as tf
 
     from .config import ViTConfig
-    from .training import evaluate
+    from .training import checkpoint_precision, evaluate
 
     config = state["config"]
     if isinstance(config, dict):
@@ -187,8 +187,8 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     images = sum((st.get("train_seconds") or 0) * (st.get("images_per_second") or 0)
                  for st in stages)
     if mixed_precision is None:
-        mixed_precision = (state.get("mixed_precision")
-                           or (state.get("settings") or {}).get("mixed_precision") or "off")
+        mixed_precision = (state.get("mixed_precision") or checkpoint_precision(state)
+                           or "off")
     metrics = evaluate(model, dataset.x_test, dataset.y_test)
     metrics.update({
         "preset": preset, "epochs": sum(st["epochs"] for st in stages), "seed": state.get("seed"),

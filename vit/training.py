@@ -184,15 +184,22 @@ def read_checkpoint_state(directory: str) -> dict | None:
         return json.load(f)
 
 
+def checkpoint_precision(state: dict) -> str | None:
+    """The mixed-precision mode a checkpoint trained with; None if it predates settings."""
+    return (state.get("settings") or {}).get("mixed_precision")
+
+
 def load_checkpoint(directory: str):
     """(model with optimizer state, state dict), or (None, None) if there is none.
 
-    Set the run's precision policy first (`set_precision(state["settings"]
-    ["mixed_precision"])`): the blocks' sublayers are rebuilt under the global policy.
+    Sets the run's precision policy first when the checkpoint records it: the
+    blocks' sublayers are rebuilt under the global policy.
     """
     state = read_checkpoint_state(directory)
     if state is None:
         return None, None
+    if checkpoint_precision(state):
+        set_precision(checkpoint_precision(state))
     model = keras.saving.load_model(os.path.join(directory, state["model"]))
     exclude_from_weight_decay(model.optimizer)
     return model, state
