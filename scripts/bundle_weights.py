@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vit import data, export, pretrained, training  # noqa: E402
+from vit.config import ViTConfig  # noqa: E402
 
 FILES = ("config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
          "history.csv", "curves.png", "README.md")
@@ -40,7 +41,9 @@ def main():
         # a fine-tuning run's epochs count from random initialisation
         before = export.epochs_before(state.get("parent"))
         planned = before + state["config"]["epochs"]
-        preset = state.get("preset") or _guess_preset(state["config"])
+        preset = (state.get("preset")
+                  or training.preset_with_architecture(ViTConfig.from_dict(state["config"]))
+                  or "custom")
         command = state.get("command") or f"python train.py --preset {preset}"
         export.export_run(
             model, state, data.load_cifar100(args.data_dir), args.to, preset=preset,
@@ -50,13 +53,6 @@ def main():
     metrics = json.load(open(os.path.join(args.to, "metrics.json")))
     print(f"bundled {args.run} -> {args.to}: epochs={metrics['epochs']} "
           f"top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")
-
-
-def _guess_preset(config: dict) -> str:
-    from vit.config import PRESETS, ViTConfig
-
-    cfg = ViTConfig.from_dict(config)
-    return next((name for name, preset in PRESETS.items() if preset == cfg), "custom")
 
 
 if __name__ == "__main__":

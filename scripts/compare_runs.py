@@ -43,6 +43,7 @@ def load_run(folder: str) -> dict:
 def load_run_in_training(folder: str) -> dict:
     """A train.py run that has not finished: its checkpoint's history, no test scores."""
     import vit
+    from vit import training
     from vit.config import ViTConfig
 
     with open(os.path.join(folder, "checkpoint", "latest.json")) as f:
@@ -51,7 +52,7 @@ def load_run_in_training(folder: str) -> dict:
     seconds = sum(row["train_seconds"] for row in history)
     images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
     config = ViTConfig.from_dict(state["config"])
-    metrics = {"preset": state.get("preset") or _preset_with_architecture(config),
+    metrics = {"preset": state.get("preset") or training.preset_with_architecture(config) or "?",
                "parameters": vit.build_vit(config).count_params(),
                "images_per_second": images / seconds if seconds else None,
                "epochs": f"{state['epoch']} of {config.epochs}", "train_seconds": seconds,
@@ -63,16 +64,6 @@ def load_run_in_training(folder: str) -> dict:
 def cumulative_hours(history: list[dict]) -> list[float]:
     """Hours of training when each epoch ended."""
     return list(itertools.accumulate(row["train_seconds"] / 3600 for row in history))
-
-
-def _preset_with_architecture(config) -> str:
-    """For checkpoints that predate the recorded preset name."""
-    from vit.config import PRESETS
-    from vit.training import ARCHITECTURE_FIELDS
-
-    return next((name for name, preset in PRESETS.items()
-                 if all(getattr(preset, f) == getattr(config, f) for f in ARCHITECTURE_FIELDS)),
-                "?")
 
 
 def _percent(value) -> str:

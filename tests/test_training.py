@@ -167,3 +167,10 @@ def test_mirrored_strategy_on_two_logical_cpu_devices(cifar_path, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["replicas"] == 2
     assert 0.0 <= metrics["test_top1"] <= 1.0
+
+
+def test_preset_with_architecture_ignores_the_recipe():
+    tuned = vit.get_preset("compact").replace(epochs=80, mixup_alpha=0.2, mlp_dropout=0.3)
+    assert training.preset_with_architecture(tuned) == "compact"
+    assert training.preset_with_architecture(vit.get_preset("tutorial")) == "tutorial"
+    assert training.preset_with_architecture(tuned.replace(num_heads=2, key_dim=64)) is None

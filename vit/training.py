@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import data as vdata
-from .config import ViTConfig
+from .config import PRESETS, ViTConfig
 from .model import build_vit
 
 CHECKPOINT_DIR = "checkpoint"
@@ -319,6 +319,14 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
 ARCHITECTURE_FIELDS = ("image_size", "num_classes", "tokenizer", "patch_size", "conv_channels",
                        "projection_dim", "num_blocks", "num_heads", "key_dim", "mlp_units",
                        "locality_attention", "pooling", "head_units")
+
+
+def preset_with_architecture(config: ViTConfig) -> str | None:
+    """Name of the preset whose network `config` builds: for runs that predate
+    the recorded preset name (the recipe may have been overridden)."""
+    return next((name for name, preset in PRESETS.items()
+                 if all(getattr(preset, f) == getattr(config, f) for f in ARCHITECTURE_FIELDS)),
+                None)
 
 
 def check_same_architecture(folder: str, config: ViTConfig) -> None:
