@@ -45,8 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="model folder to write")
     args = p.parse_args(argv)
 
-    with open(os.path.join(args.run, training.CHECKPOINT_DIR, training.LATEST)) as f:
-        state = json.load(f)
+    state = training.read_checkpoint_state(os.path.join(args.run, training.CHECKPOINT_DIR))
+    if state is None:
+        raise SystemExit(f"error: {args.run} has no {training.CHECKPOINT_DIR}/{training.LATEST}")
     with open(os.path.join(args.run, "metrics.json")) as f:
         run_metrics = json.load(f)
     config = ViTConfig.from_dict(state["config"])

@@ -46,8 +46,7 @@ def load_run_in_training(folder: str) -> dict:
     from vit import training
     from vit.config import ViTConfig
 
-    with open(os.path.join(folder, "checkpoint", "latest.json")) as f:
-        state = json.load(f)
+    state = training.read_checkpoint_state(os.path.join(folder, training.CHECKPOINT_DIR))
     history = state["history"]
     seconds = sum(row["train_seconds"] for row in history)
     images = sum(row["train_seconds"] * row["images_per_second"] for row in history)

@@ -198,8 +198,9 @@ def load_checkpoint(directory: str):
     state = read_checkpoint_state(directory)
     if state is None:
         return None, None
-    if checkpoint_precision(state):
-        set_precision(checkpoint_precision(state))
+    precision = checkpoint_precision(state)
+    if precision:
+        set_precision(precision)
     model = keras.saving.load_model(os.path.join(directory, state["model"]))
     exclude_from_weight_decay(model.optimizer)
     return model, state
