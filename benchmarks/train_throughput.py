@@ -75,7 +75,8 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
     ds = data.train_dataset(x, y, num_classes=config.num_classes,
                             batch_size=config.batch_size, seed=0, start_epoch=0, epochs=1,
                             augment=config.augment, mixup_alpha=config.mixup_alpha,
-                            cutmix_alpha=config.cutmix_alpha)
+                            cutmix_alpha=config.cutmix_alpha,
+                            resample_prob=config.resample_prob)
     timer = _step_timer(warmup, max_seconds)
     t0 = time.perf_counter()
     model.fit(ds, epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0,
