@@ -125,9 +125,8 @@ PRESETS: dict[str, ViTConfig] = {
     # augmentation from epoch 1. ~0.9M parameters. The bundled vit/weights/:
     #   python train.py --preset compact --jit --keep-checkpoints 10
     #   python scripts/average_checkpoints.py runs/compact --out runs/compact-avg
-    # CPU (2 cores): 145 img/s (165 with --jit), 80 epochs in 6.2 h;
-    # test top-1 64.9%, top-5 87.0%
-    # (README "Results"). Crop + flip alone (50 epochs) plateaus at 57.9%.
+    # CPU (2 cores): 145 img/s (165 with --jit), 80 epochs in 6.2 h; test top-1
+    # 64.9%, top-5 87.0% (README "Results"). Crop + flip alone: 57.9% in 50 epochs.
     "compact": ViTConfig(
         tokenizer="conv", conv_channels=(64, 128), projection_dim=128,
         num_blocks=6, num_heads=4, key_dim=32, mlp_units=(256, 128),
