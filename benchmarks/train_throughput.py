@@ -7,7 +7,8 @@
 
 Per preset: build the model, `vit.training.compile_model` (AdamW, warm-up/cosine,
 top-1/top-5 metrics), then `model.fit` on random uint8 images fed through
-`vit.data.train_dataset` with the preset's own batch size and augmentation.
+`vit.data.recipe_dataset`: the preset's own batch size and augmentation,
+built exactly as `train.py` builds it.
 After --warmup untimed steps (tracing, compilation), --steps training steps
 are timed one by one (a preset stops early after --max-seconds); images/s is
 the batch size over the median step time. Random pixels cost the same as
@@ -72,11 +73,7 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
     keras.utils.set_random_seed(0)
     model = vit.build_vit(config)
     training.compile_model(model, config, steps_per_epoch=total, jit=jit)
-    ds = data.train_dataset(x, y, num_classes=config.num_classes,
-                            batch_size=config.batch_size, seed=0, start_epoch=0, epochs=1,
-                            augment=config.augment, mixup_alpha=config.mixup_alpha,
-                            cutmix_alpha=config.cutmix_alpha,
-                            resample_prob=config.resample_prob)
+    ds = data.recipe_dataset(x, y, config.replace(epochs=1), seed=0)
     timer = _step_timer(warmup, max_seconds)
     t0 = time.perf_counter()
     model.fit(ds, epochs=1, steps_per_epoch=total, callbacks=[timer], verbose=0,

@@ -179,3 +179,33 @@ def test_pipeline_with_resample_is_deterministic(cifar):
     plain = [b[0].numpy() for b in data.train_dataset(x, y, **{**kw, "resample_prob": 0.0})]
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
     assert not all(np.array_equal(p, q) for p, q in zip(a, plain))
+
+
+@pytest.mark.parametrize("field, value", [("augment", "none"), ("mixup_alpha", 0.4),
+                                          ("cutmix_alpha", 1.0), ("resample_prob", 0.5),
+                                          ("batch_size", 16), ("epochs", 3)])
+def test_recipe_dataset_takes_every_recipe_field_from_the_config(cifar, field, value):
+    # The helper train.py and benchmarks/train_throughput.py share: each recipe
+    # field must reach the pipeline (the benchmark once dropped resample_prob).
+    import vit
+
+    x, y = cifar.x_train[:64], cifar.y_train[:64]
+    base = vit.get_preset("tiny").replace(num_classes=100, batch_size=32, epochs=2,
+                                          augment="basic", mixup_alpha=0.0,
+                                          cutmix_alpha=0.0, resample_prob=0.0)
+    config = base.replace(**{field: value})
+
+    def batches(ds):
+        return [(xb.numpy(), yb.numpy()) for xb, yb in ds]
+
+    got = batches(data.recipe_dataset(x, y, config, seed=3, start_epoch=1))
+    explicit = batches(data.train_dataset(
+        x, y, num_classes=100, batch_size=config.batch_size, seed=3, start_epoch=1,
+        epochs=config.epochs, augment=config.augment, mixup_alpha=config.mixup_alpha,
+        cutmix_alpha=config.cutmix_alpha, resample_prob=config.resample_prob))
+    without = batches(data.recipe_dataset(x, y, base, seed=3, start_epoch=1))
+    assert len(got) == len(explicit)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(got, explicit))
+    assert len(got) != len(without) or not all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(got, without))

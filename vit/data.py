@@ -285,6 +285,20 @@ def train_dataset(x, y, *, num_classes, batch_size, seed, start_epoch, epochs,
             .prefetch(tf.data.AUTOTUNE))
 
 
+def recipe_dataset(x, y, config, *, seed, start_epoch=0):
+    """`train_dataset` with every recipe field taken from a `ViTConfig`.
+
+    The one place that maps config to pipeline, so that train.py and the
+    throughput benchmark cannot drift apart (a field passed in one and
+    forgotten in the other trains a different recipe).
+    """
+    return train_dataset(x, y, num_classes=config.num_classes, batch_size=config.batch_size,
+                         seed=seed, start_epoch=start_epoch, epochs=config.epochs,
+                         augment=config.augment, mixup_alpha=config.mixup_alpha,
+                         cutmix_alpha=config.cutmix_alpha,
+                         resample_prob=config.resample_prob)
+
+
 def eval_dataset(x, y, *, num_classes, batch_size):
     """Un-augmented batches in order, with one-hot labels."""
     onehot = tf.one_hot(y, num_classes)

@@ -291,11 +291,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                 # a checkpoint from before lineage was recorded: rebuild it
                 state["parent"] = read_lineage(init_from)
     start = state["epoch"]
-    train_ds = vdata.train_dataset(
-        x_tr, y_tr, num_classes=config.num_classes, batch_size=config.batch_size,
-        seed=seed, start_epoch=start, epochs=config.epochs, augment=config.augment,
-        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
-        resample_prob=config.resample_prob)
+    train_ds = vdata.recipe_dataset(x_tr, y_tr, config, seed=seed, start_epoch=start)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
                                 batch_size=config.batch_size) if len(x_val) else None
     provenance = {k: state.get(k) for k in ("command", "preset", "init_from", "parent")}
