@@ -10,6 +10,9 @@ CHROMIUM ?= /usr/bin/chromium
 .PHONY: demo test test-fast train bench install install-dev chromium clean
 
 $(VENV)/.runtime: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
+	  { echo "error: $(PYTHON) is not Python 3.11-3.13, which TensorFlow 2.21 and Keras 3.15 need;" \
+	    "run e.g. make PYTHON=python3.12 demo"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@

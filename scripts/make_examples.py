@@ -5,11 +5,14 @@
 
 import argparse
 import os
+import sys
 
 import numpy as np
 from PIL import Image
 
-from vit.data import load_cifar100
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vit.data import load_cifar100  # noqa: E402
 
 CLASSES = ["apple", "aquarium_fish", "bicycle", "butterfly", "camel", "castle", "cattle",
            "chair", "cloud", "elephant", "fox", "house", "keyboard", "lion", "motorcycle",
