@@ -115,8 +115,10 @@ PRESETS: dict[str, ViTConfig] = {
     # The source tutorial's ViT, with its bug fixed: the tutorial's block MLP
     # [2048, 1024] cannot be added to the 64-wide residual, so it is [128, 64].
     # 11,264,292 parameters, 64 patch tokens, no class token.
-    #   python train.py --preset tutorial --epochs 100
-    # CPU (2 cores): 108 img/s (benchmarks/train_throughput.py); README "Results".
+    #   python train.py --preset tutorial --epochs 30 --data-dir ../shared/data/cifar100
+    # CPU (2 cores): 108 img/s (benchmarks/train_throughput.py); 30 epochs in 3.9 h:
+    # test top-1 40.4%, top-5 71.6% (compact: 61% validation at the same time;
+    # README "Results", docs/presets.png).
     "tutorial": ViTConfig(),
     # Compact hybrid ViT for the best CIFAR-100 accuracy per CPU-hour: a 2-layer
     # conv tokenizer (32x32 -> 8x8 = 64 tokens), class token, 6 blocks of width
