@@ -16,8 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .layers import PatchEncoder, TransformerBlock
+from .layers import PatchEncoder, Preprocess, TransformerBlock
 from .model import with_attention
+
+CHUNK = 64  # images per call of the batched probability program (one XLA shape)
 
 
 def _as_uint8_batch(images, image_size: int) -> np.ndarray:
@@ -37,7 +39,9 @@ class Predictor:
     """Wraps a trained classifier (raw pixels -> logits) for serving.
 
     Reads the token layout from the model's own layers, so a loaded model
-    needs no separate config. `warmup=True` compiles both XLA programs up
+    needs no separate config. `temperature` divides the logits before every
+    softmax (a calibrated model folder stores it in calibration.json), so
+    every probability this class returns is calibrated. `warmup=True` compiles both XLA programs up
     front, so the first request is as fast as the rest. A server can instead
     run `warmup()` in a thread: while a program is still compiling (~2-3 s
     each on 2 cores), calls run the same maths eagerly (tens of ms) instead
@@ -45,8 +49,11 @@ class Predictor:
     answered at once.
     """
 
-    def __init__(self, model: keras.Model, warmup: bool = True):
+    def __init__(self, model: keras.Model, warmup: bool = True, temperature: float = 1.0):
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.model = model
+        self.temperature = float(temperature)
         self.explainer = with_attention(model)
         encoders = [layer for layer in model.layers if isinstance(layer, PatchEncoder)]
         blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
@@ -60,6 +67,10 @@ class Predictor:
         self.num_blocks = len(blocks)
         self.num_heads = int(blocks[0].num_heads)
         self.num_classes = int(model.output_shape[-1])
+        # The neutral "greyed out" pixel: the training mean, which Preprocess maps to 0.
+        preprocess = [layer for layer in model.layers if isinstance(layer, Preprocess)]
+        mean = preprocess[0].mean if preprocess else (0.5, 0.5, 0.5)
+        self.baseline_pixel = np.rint(np.asarray(mean) * 255.0).astype(np.uint8)
 
         batch = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
         single = tf.TensorSpec((1, self.image_size, self.image_size, 3), tf.uint8)
@@ -69,8 +80,12 @@ class Predictor:
         self._gradients = tf.function(
             self._gradients_fn, input_signature=[single, tf.TensorSpec((), tf.int32)],
             jit_compile=True)
+        chunk = tf.TensorSpec((CHUNK, self.image_size, self.image_size, 3), tf.uint8)
+        self._probabilities = tf.function(self._probabilities_fn, input_signature=[chunk],
+                                          jit_compile=True)
         self._warming = threading.Event()  # a warmup() has started...
-        self._compiled = {"forward": threading.Event(), "gradients": threading.Event()}
+        self._compiled = {name: threading.Event()
+                          for name in ("forward", "gradients", "probabilities")}
         if warmup:
             self.warmup()
 
@@ -96,6 +111,8 @@ class Predictor:
             self._compiled["forward"].set()
             self._gradients(blank, tf.constant(-1, tf.int32))
             self._compiled["gradients"].set()
+            self._probabilities(tf.zeros((CHUNK, *blank.shape[1:]), tf.uint8))
+            self._compiled["probabilities"].set()
         except Exception:  # noqa: BLE001 - a server must keep answering
             logging.getLogger(__name__).exception(
                 "XLA warm-up failed; requests will compile on demand")
@@ -111,10 +128,16 @@ class Predictor:
     def num_tokens(self) -> int:
         return self.num_patches + int(self.has_class_token)
 
+    def _softmax(self, logits):
+        return tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
+
     def _forward_fn(self, images):
         outputs = self.explainer(tf.cast(images, tf.float32), training=False)
-        probs = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)
-        return probs, tf.stack(outputs["attention"], axis=1)  # (B, blocks, h, T, T)
+        return (self._softmax(outputs["logits"]),
+                tf.stack(outputs["attention"], axis=1))  # (B, blocks, h, T, T)
+
+    def _probabilities_fn(self, images):
+        return self._softmax(self.model(tf.cast(images, tf.float32), training=False))
 
     def _gradients_fn(self, image, class_index):
         with tf.GradientTape() as tape:
@@ -127,7 +150,7 @@ class Predictor:
                               class_index)
             logit = tf.gather(logits, chosen)
         grads = tape.gradient(logit, attention)
-        probs = tf.nn.softmax(tf.cast(logits, tf.float32))
+        probs = self._softmax(logits)
         return (probs, tf.stack([a[0] for a in attention]),  # (blocks, h, T, T)
                 tf.stack([g[0] for g in grads]), chosen)
 
@@ -137,6 +160,23 @@ class Predictor:
         probs, attention = forward(tf.constant(_as_uint8_batch(images, self.image_size)))
         attention = attention.numpy()
         return probs.numpy(), [attention[:, i] for i in range(attention.shape[1])]
+
+    def probabilities(self, images) -> np.ndarray:
+        """Class probabilities (B, classes) of a batch of any size, logits only.
+
+        For occlusion maps and deletion curves: the images run in chunks of
+        CHUNK through one compiled program (the last chunk padded), so any
+        batch size reuses a single XLA compilation and no attention is copied.
+        """
+        images = _as_uint8_batch(images, self.image_size)
+        program = self._program("probabilities", self._probabilities, self._probabilities_fn)
+        out = []
+        for start in range(0, len(images), CHUNK):
+            chunk = images[start:start + CHUNK]
+            padded = np.zeros((CHUNK, *chunk.shape[1:]), np.uint8)
+            padded[:len(chunk)] = chunk
+            out.append(program(tf.constant(padded)).numpy()[:len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
     def class_gradients(self, image, class_index: int) -> list[np.ndarray]:
         """d logit[class_index] / d attention, per block (h, T, T), for one image.
@@ -162,6 +202,9 @@ class Predictor:
         batch = _as_uint8_batch(image, self.image_size)
         if batch.shape[0] != 1:
             raise ValueError("explain_one explains one image at a time")
+        if not -1 <= class_index < self.num_classes:  # XLA's gather would clamp silently
+            raise IndexError(f"class_index {class_index} outside 0..{self.num_classes - 1} "
+                             "(or -1 for the top-1 class)")
         gradients = self._program("gradients", self._gradients, self._gradients_fn)
         probs, attention, grads, chosen = gradients(
             tf.constant(batch), tf.constant(class_index, tf.int32))
