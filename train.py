@@ -8,7 +8,8 @@
         --set warmup_epochs=0 resample_prob=0.5 --output-dir runs/finetune  # fine-tune
 
 Writes OUTPUT_DIR/{config.json, metadata.json, model.weights.h5, labels.json,
-metrics.json, history.csv, curves.png, README.md} and OUTPUT_DIR/checkpoint/.
+metrics.json, history.csv, curves.png, calibration.json, reliability.png,
+README.md} and OUTPUT_DIR/checkpoint/.
 """
 
 from __future__ import annotations

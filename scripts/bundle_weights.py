@@ -20,6 +20,9 @@ from vit.config import ViTConfig  # noqa: E402
 
 FILES = ("config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
          "history.csv", "curves.png", "README.md")
+# copied when the run has them (older runs predate calibration; faithfulness.json
+# comes from benchmarks/faithfulness.py)
+OPTIONAL_FILES = ("calibration.json", "reliability.png", "faithfulness.json")
 
 
 def main():
@@ -34,6 +37,9 @@ def main():
     if os.path.isfile(os.path.join(args.run, "metrics.json")):
         for name in FILES:
             shutil.copy2(os.path.join(args.run, name), args.to)
+        for name in OPTIONAL_FILES:
+            if os.path.isfile(os.path.join(args.run, name)):
+                shutil.copy2(os.path.join(args.run, name), args.to)
     else:
         model, state = training.load_checkpoint(os.path.join(args.run, training.CHECKPOINT_DIR))
         if model is None:

@@ -9,7 +9,7 @@ import pytest
 
 import vit
 from tests.conftest import ROOT
-from vit import data, export, training
+from vit import data, export, pretrained, training
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,94 @@ def test_fine_tune_checkpoint_keeps_lineage_through_resume_and_bundling(cifar, c
     assert bundled["epochs"] == 2 and bundled["epochs_planned"] == 2
     assert bundled["command"] == f"{command}  # checkpoint after epoch 2 of 2"
     assert [st["epochs"] for st in bundled["stages"]] == [1, 1]
+
+
+def test_export_fits_the_temperature_on_the_training_validation_split(tiny, tmp_path):
+    from vit import calibration as calib
+
+    config, _, dataset = tiny
+    metrics = _export(tiny, tmp_path / "a", 2, 10.0, "python train.py --preset tiny")
+    record = calib.read_calibration(str(tmp_path / "a"))
+    assert record is not None and (tmp_path / "a" / "reliability.png").is_file()
+    # the validation split training.fit held out, measured again independently
+    _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
+                                             config.validation_split)
+    model = pretrained.load_pretrained(str(tmp_path / "a"))
+    logits_val = model.predict(x_val.astype("float32"), verbose=0)
+    assert record["validation"]["images"] == len(y_val) > 0
+    assert record["validation"]["nll_before"] == pytest.approx(
+        calib.nll(logits_val, y_val), abs=2e-4)
+    assert record["temperature"] == pytest.approx(
+        calib.fit_temperature(logits_val, y_val), rel=1e-3)
+    assert record["test"]["images"] == len(dataset.y_test)
+    assert record["test"]["nll_before"] == pytest.approx(metrics["test_loss"], abs=2e-4)
+    assert record["test"]["top1"] == pytest.approx(metrics["test_top1"], abs=1e-4)
+    assert f"validation_split {config.validation_split:g}" in record["fitted_on"]
+
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "## Calibration" in card and f"T = {record['temperature']:.4g}" in card
+    assert "![reliability diagram" in card and "(reliability.png)" in card
+    ece = record["test"]["ece_before"]
+    assert f"| ECE | {100 * ece:.1f}% |" in card
+    assert f"(threshold **{record['not_sure']['threshold']:.2f}**)" in card
+    assert "not calibrated probabilities" not in card and "temperature-scaled" in card
+
+
+def test_export_without_validation_split_skips_calibration(tiny, tmp_path, capsys):
+    import shutil
+
+    config, model, dataset = tiny
+    _export(tiny, tmp_path / "old", 1, 1.0, "python train.py --preset tiny")
+    folder = tmp_path / "a"  # holds another model's calibration (Keras cannot save
+    folder.mkdir()           # into a folder that has assets/, so copy just those)
+    for name in ("calibration.json", "reliability.png"):
+        shutil.copy(tmp_path / "old" / name, folder)
+    state = {"config": config.replace(validation_split=0.0), "seed": 0,
+             "history": _history(1, 1.0)}
+    export.export_run(model, state, dataset, str(folder), preset="tiny", command="x")
+    assert "skipping calibration" in capsys.readouterr().out
+    # the old weights' calibration is gone, and the card says so
+    assert not (folder / "calibration.json").exists() and not (folder / "reliability.png").exists()
+    card = (folder / "README.md").read_text()
+    assert "## Calibration" not in card and "not calibrated probabilities" in card
+
+
+def test_model_card_shows_faithfulness_from_the_folder(tiny, tmp_path):
+    from vit import card
+
+    folder = tmp_path / "a"
+    _export(tiny, folder, 1, 1.0, "python train.py --preset tiny")
+    assert "Faithfulness" not in (folder / "README.md").read_text()
+    faithfulness = {
+        "n": 1000, "seed": 0, "command": "python benchmarks/faithfulness.py --n 1000",
+        "baseline": "the training mean colour", "app_default": "occlusion",
+        "methods": {
+            "random": {"deletion": {"mean": 0.1712, "ci95": 0.0081},
+                       "insertion": {"mean": 0.1693, "ci95": 0.0079},
+                       "sanity_spearman": None, "description": "a random order"},
+            "occlusion": {"deletion": {"mean": 0.0823, "ci95": 0.0061},
+                          "insertion": {"mean": 0.3351, "ci95": 0.0112},
+                          "sanity_spearman": 0.1234, "description": "grey out each cell"}}}
+    (folder / "faithfulness.json").write_text(json.dumps(faithfulness))
+    text = str(card.write_model_card(str(folder), repo_id="user/vit"))
+    assert (folder / "README.md").read_text() == text
+    assert "## Faithfulness of the explanations" in text and "## Calibration" in text
+    assert "| random | 0.171 ± 0.008 | 0.169 ± 0.008 | – |" in text
+    assert "| **occlusion** | 0.082 ± 0.006 | 0.335 ± 0.011 | 0.12 |" in text
+    assert "n images: 1,000" in text and "**occlusion** map first" in text
+    assert "hf://user/vit" in text and "`python benchmarks/faithfulness.py --n 1000`" in text
+    (folder / "faithfulness.json").write_text("{not json")
+    with pytest.raises(ValueError, match="faithfulness.json"):
+        card.write_model_card(str(folder))
+
+
+def test_bundling_a_finished_run_copies_calibration_and_faithfulness(tiny, tmp_path):
+    run = tmp_path / "run"
+    _export(tiny, run, 1, 1.0, "python train.py --preset tiny")
+    (run / "faithfulness.json").write_text('{"n": 1, "methods": {}}')
+    result = subprocess.run([sys.executable, "scripts/bundle_weights.py", str(run),
+                             "--to", str(tmp_path / "bundle")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("calibration.json", "reliability.png", "faithfulness.json", "README.md"):
+        assert (tmp_path / "bundle" / name).read_bytes() == (run / name).read_bytes(), name

@@ -101,12 +101,13 @@ def test_train_push_pull_identical_predictions(hub, trained, env):
     files = hub.files("user/tiny-vit")
     assert not [p for p in files if p.startswith("checkpoint/") or p.endswith(".keras")]  # ...not there
     for name in ("config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
-                 "history.csv", "curves.png", "README.md"):
+                 "history.csv", "curves.png", "README.md", "calibration.json", "reliability.png"):
         with open(os.path.join(trained, name), "rb") as f:
             assert files[name] == f.read(), name
     metrics = json.loads(files["metrics.json"])
     card = files["README.md"].decode()
     assert "hf://user/tiny-vit" in card and "USER/" not in card
+    assert "## Calibration" in card  # push_model_folder rewrote the card from the folder
     meta = front_matter(card)
     assert meta["library_name"] == "keras" and meta["pipeline_tag"] == "image-classification"
     results = meta["model-index"][0]["results"][0]
@@ -133,6 +134,7 @@ def test_train_push_pull_identical_predictions(hub, trained, env):
     assert out["notice"] is None
     assert out["folder"].startswith(env["HF_HOME"])
     assert "checkpoint" not in out["files"] and "model.weights.h5" in out["files"]
+    assert {"calibration.json", "reliability.png"} <= set(out["files"])  # in MODEL_FILES
     assert out["resolved_equal"] and out["hf_equal"]
     assert not hub.unknown
 

@@ -1,6 +1,14 @@
-"""The model card (README.md of a model folder / Hub repo), via huggingface_hub."""
+"""The model card (README.md of a model folder / Hub repo), via huggingface_hub.
+
+`write_model_card(folder)` (re)writes a folder's card from the files in it
+(metrics.json, calibration.json, faithfulness.json), so a script that adds
+one of them regenerates the card with one call.
+"""
 
 from __future__ import annotations
+
+import json
+import os
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -55,7 +63,50 @@ model will be more accurate.
 {% if has_curves %}
 ![training curves](curves.png)
 {% endif %}
-## Usage
+{% if calibration %}## Calibration
+
+The logits are divided by a temperature **T = {{ calibration.temperature }}** before the
+softmax (temperature scaling, Guo et al. 2017), fitted by minimising the negative
+log-likelihood on the {{ calibration.fitted_on }}. It changes no prediction, only how
+confident they are{% if calibration.direction %}: {{ calibration.direction }}{% endif %}.
+{% if calibration.rows %}
+| {{ calibration.split }} ({{ calibration.images }} images) | before (T = 1) | after (T = {{ calibration.temperature }}) |
+|---|---|---|
+{% for row in calibration.rows %}| {{ row.0 }} | {{ row.1 }} | {{ row.2 }} |
+{% endfor %}
+ECE: expected calibration error over {{ calibration.bins }} equal-width confidence bins
+(the mean gap between confidence and accuracy; 0 is perfect).
+{% endif %}{% if has_reliability %}
+![reliability diagram, before and after temperature scaling](reliability.png)
+{% endif %}
+**"Not sure"** (threshold **{{ calibration.threshold }}**): {{ calibration.rule }}.
+{% if calibration.not_sure_rows %}
+| split | images below the threshold | top-1 below | top-1 at or above |
+|---|---|---|---|
+{% for row in calibration.not_sure_rows %}| {{ row.0 }} | {{ row.1 }} | {{ row.2 }} | {{ row.3 }} |
+{% endfor %}{% endif %}
+{% endif %}{% if faithfulness %}## Faithfulness of the explanations
+
+Deletion / insertion (Petsiuk et al. 2018) on {{ faithfulness.n }} test
+images{% if faithfulness.seed is not none %} (seed {{ faithfulness.seed }}){% endif %}: patches are removed (or revealed) in the order a map ranks
+them, and the area under the explained class's probability curve is measured. A faithful
+map has a **low deletion** and a **high insertion** AUC. The sanity column is the Spearman
+rank correlation between a map on the trained model and the same method on randomly
+initialised weights (Adebayo et al. 2018): a high value means the map shows the
+architecture rather than what was learnt.{% if faithfulness.baseline %} Removed patches
+are replaced by: {{ faithfulness.baseline }}.{% endif %}
+
+| method | deletion AUC (lower better) | insertion AUC (higher better) | sanity rank correlation |
+|---|---|---|---|
+{% for row in faithfulness.rows %}| {{ row.name }} | {{ row.deletion }} | {{ row.insertion }} | {{ row.sanity }} |
+{% endfor %}
+n images: {{ faithfulness.n }} (mean ± 95% confidence interval).{% if faithfulness.app_default %}
+The app shows the **{{ faithfulness.app_default }}** map first.{% endif %}{% if faithfulness.command %}
+Measured with `{{ faithfulness.command }}`.{% endif %}
+{% if faithfulness.descriptions %}
+{% for row in faithfulness.descriptions %}- **{{ row.0 }}**: {{ row.1 }}
+{% endfor %}{% endif %}
+{% endif %}## Usage
 
 ```python
 import keras, numpy as np
@@ -86,7 +137,7 @@ Config:
 
 - Inputs are 32x32 RGB; larger photos are downscaled, so fine detail is lost.
 - It knows only the 100 CIFAR-100 classes and will name one of them for any image,
-  including images of none of them. Confidences are not calibrated probabilities.
+  including images of none of them. {{ confidence_note }}
 - CIFAR-100 is small, old and web-sourced; biases of the 80 Million Tiny Images
   collection carry over. Not for any consequential decision.
 
@@ -113,11 +164,113 @@ def _stage_rows(metrics: dict) -> list[dict]:
     return rows
 
 
-def build_model_card(metrics: dict, repo_id: str | None = None,
-                     has_curves: bool = True) -> ModelCard:
-    """A card with a model-index (test top-1/top-5) the Hub can display."""
-    import json
+def _pct(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
 
+
+def _calibration_context(record: dict | None) -> dict | None:
+    """What the card's Calibration section shows: the test split if measured."""
+    if not record:
+        return None
+    split = "test" if record.get("test") else "validation"
+    s = record.get(split) or {}
+    rows = [(name, fmt(s[f"{key}_before"]), fmt(s[f"{key}_after"]))
+            for name, key, fmt in (("ECE", "ece", _pct),
+                                   ("NLL (mean, nats)", "nll", lambda v: f"{v:.3f}"),
+                                   ("mean top-1 confidence", "mean_confidence", _pct))
+            if f"{key}_before" in s and f"{key}_after" in s]
+    if "top1" in s:
+        rows.append(("top-1 accuracy", _pct(s["top1"]), _pct(s["top1"])))
+    t = record["temperature"]
+    not_sure = record.get("not_sure") or {}
+    return {
+        "temperature": f"{t:.4g}", "fitted_on": record.get("fitted_on", "validation split"),
+        "direction": ("T < 1 sharpens the softmax of an under-confident model" if t < 1 else
+                      "T > 1 softens the softmax of an over-confident model" if t > 1 else ""),
+        "split": "CIFAR-100 " + split, "images": f"{s.get('images', 0):,}", "rows": rows,
+        "bins": record.get("bins", 15),
+        "rule": str(not_sure.get("rule", "")).rstrip(".") or "no rule recorded",
+        "threshold": f"{not_sure.get('threshold', 0):.2f}",
+        "not_sure_rows": [(name, _pct(n["fraction_below"]), _pct(n["accuracy_below"]),
+                           _pct(n["accuracy_above"]))
+                          for name, n in (("validation", not_sure.get("validation")),
+                                          ("test", not_sure.get("test"))) if n]}
+
+
+def _faithfulness_context(record: dict | None) -> dict | None:
+    """Rows of the Faithfulness section from a benchmark's faithfulness.json."""
+    if not record:
+        return None
+
+    def cell(m):
+        m = m or {}
+        if m.get("mean") is None:
+            return "–"
+        ci = f" ± {m['ci95']:.3f}" if m.get("ci95") is not None else ""
+        return f"{m['mean']:.3f}{ci}"
+
+    methods = record.get("methods") or {}
+    rows = [{"name": f"**{name}**" if name == record.get("app_default") else name,
+             "deletion": cell(m.get("deletion")), "insertion": cell(m.get("insertion")),
+             "sanity": "–" if m.get("sanity_spearman") is None
+             else f"{m['sanity_spearman']:.2f}"}
+            for name, m in methods.items()]
+    return {"n": f"{record.get('n', '?'):,}" if isinstance(record.get("n"), int)
+            else record.get("n", "?"),
+            "seed": record.get("seed"), "command": record.get("command"),
+            "baseline": record.get("baseline"), "app_default": record.get("app_default"),
+            "rows": rows,
+            "descriptions": [(name, m["description"]) for name, m in methods.items()
+                             if m.get("description")]}
+
+
+def _confidence_note(record: dict | None) -> str:
+    if not record:
+        return "Confidences are not calibrated probabilities."
+    test = record.get("test") or record.get("validation") or {}
+    return (f"Confidences are temperature-scaled (T = {record['temperature']:.4g}, fitted on "
+            f"held-out CIFAR-100 training images; test ECE {_pct(test.get('ece_after'))}): "
+            "on CIFAR-like images a confidence of p% is right about p% of the time, but on "
+            "photos unlike CIFAR-100 they may still be over- or under-confident.")
+
+
+def write_model_card(folder: str, repo_id: str | None = None) -> ModelCard:
+    """(Re)write folder/README.md from the files in it; returns the card.
+
+    Reads metrics.json, calibration.json and faithfulness.json
+    (optional sections), and shows curves.png / reliability.png if present.
+    """
+    from .calibration import read_calibration
+
+    path = os.path.join(folder, "metrics.json")
+    metrics = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            metrics = json.load(f)
+    faithfulness = None
+    path = os.path.join(folder, "faithfulness.json")
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                faithfulness = json.load(f)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+    def has(name):
+        return os.path.isfile(os.path.join(folder, name))
+
+    card = build_model_card(metrics, repo_id=repo_id, has_curves=has("curves.png"),
+                            calibration=read_calibration(folder), faithfulness=faithfulness,
+                            has_reliability=has("reliability.png"))
+    card.save(os.path.join(folder, "README.md"))
+    return card
+
+
+def build_model_card(metrics: dict, repo_id: str | None = None, has_curves: bool = True,
+                     calibration: dict | None = None, faithfulness: dict | None = None,
+                     has_reliability: bool = False) -> ModelCard:
+    """A card with a model-index (test top-1/top-5) the Hub can display, and the
+    Calibration / Faithfulness sections when their records are given."""
     preset = metrics.get("preset", "custom")
     name = f"vit-cifar100-{preset}"
     results = [
@@ -157,4 +310,7 @@ def build_model_card(metrics: dict, repo_id: str | None = None,
                 if (metrics.get("stages") or [{}])[0].get("init_from")
                 else "random initialisation"),
         averaged_epochs="–".join(map(str, metrics["averaged_epochs"]))
-        if metrics.get("averaged_epochs") else None)
+        if metrics.get("averaged_epochs") else None,
+        calibration=_calibration_context(calibration), has_reliability=has_reliability,
+        confidence_note=_confidence_note(calibration),
+        faithfulness=_faithfulness_context(faithfulness))

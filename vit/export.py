@@ -2,7 +2,9 @@
 
 The folder is what the Hub receives and what the app loads:
 config.json, metadata.json, model.weights.h5 (Keras), labels.json,
-metrics.json, history.csv, curves.png and README.md (the model card).
+metrics.json, history.csv, curves.png, calibration.json + reliability.png
+(temperature scaling fitted on the validation split) and README.md (the
+model card).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import platform
 
 import keras
 
-from .card import build_model_card
+from . import calibration as calib
+from .card import write_model_card
 
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -148,10 +151,41 @@ def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: 
         write_history_csv(history, os.path.join(output_dir, "history.csv"))
         plot_curves(history, os.path.join(output_dir, "curves.png"),
                     title=f"ViT '{metrics.get('preset', '')}' on CIFAR-100")
-    card = build_model_card(metrics, repo_id=repo_id,
-                            has_curves=bool(history))
-    card.save(os.path.join(output_dir, "README.md"))
+    write_model_card(output_dir, repo_id=repo_id)
     return metrics
+
+
+def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split: float,
+                     logits_test=None) -> dict | None:
+    """Fit the temperature on train.py's validation split; write calibration.json
+    and reliability.png (test split) into `folder`. Returns the record.
+
+    The split is `data.train_val_split(x_train, y_train, validation_split)`, the
+    one training.fit held out, so T is fitted on images the model never
+    trained on and the test split is only measured. Without a validation split
+    there is nothing honest to fit on: prints a note, removes any stale
+    calibration files and returns None. Pass `logits_test` if already computed.
+    """
+    from .data import train_val_split
+    from .training import predict_logits
+
+    if not validation_split or validation_split <= 0:
+        print("note: validation_split is 0, so no held-out images to fit a temperature on; "
+              "skipping calibration (confidences stay uncalibrated)")
+        for name in (calib.CALIBRATION_FILE, calib.RELIABILITY_FILE):
+            if os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+        return None
+    _, (x_val, y_val) = train_val_split(dataset.x_train, dataset.y_train, validation_split)
+    logits_val = predict_logits(model, x_val)
+    if logits_test is None:
+        logits_test = predict_logits(model, dataset.x_test)
+    record = calib.calibrate(
+        logits_val, y_val, logits_test, dataset.y_test,
+        fitted_on=calib.describe_validation(len(y_val), validation_split))
+    calib.write_calibration(folder, record, calib.softmax(logits_test),
+                            calib.softmax(logits_test, record["temperature"]), dataset.y_test)
+    return record
 
 
 def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, preset: str,
@@ -162,7 +196,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     import tensorflow as tf
 
     from .config import ViTConfig
-    from .training import checkpoint_precision, evaluate
+    from .training import checkpoint_precision, logit_metrics, predict_logits
 
     config = state["config"]
     if isinstance(config, dict):
@@ -189,7 +223,8 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     if mixed_precision is None:
         mixed_precision = (state.get("mixed_precision") or checkpoint_precision(state)
                            or "off")
-    metrics = evaluate(model, dataset.x_test, dataset.y_test)
+    logits_test = predict_logits(model, dataset.x_test)
+    metrics = logit_metrics(logits_test, dataset.y_test)
     metrics.update({
         "preset": preset, "epochs": sum(st["epochs"] for st in stages), "seed": state.get("seed"),
         "train_images": state.get("train_images"), "val_images": state.get("val_images"),
@@ -202,5 +237,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     if history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})
+    os.makedirs(output_dir, exist_ok=True)  # the card written next reads the calibration
+    calibrate_folder(model, dataset, output_dir, config.validation_split, logits_test)
     return write_model_folder(model, output_dir, config=config, metrics=metrics,
                               history=history, label_names=dataset.label_names)

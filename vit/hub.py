@@ -41,7 +41,9 @@ except ImportError:  # pragma: no cover
 
 # What the app needs from a model repo (everything but the training state).
 MODEL_FILES = ["config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
-               "README.md", "curves.png", "history.csv", "assets/*"]
+               "README.md", "curves.png", "history.csv", "assets/*",
+               # optional: temperature scaling + "not sure" threshold, and the maps' benchmark
+               "calibration.json", "reliability.png", "faithfulness.json"]
 # Never uploaded: training state and stray files.
 UPLOAD_IGNORE = ["checkpoint/*", "*.keras", "*.tmp", "*.incomplete", "*.lock", "__pycache__/*",
                  "*/__pycache__/*", ".ipynb_checkpoints/*", ".DS_Store"]
@@ -104,12 +106,10 @@ def push_model_folder(folder: str, repo_id: str, *, private: bool = False, token
     main when missing). Raises ModelIntegrityError for a broken folder,
     HubUnavailableError when the Hub cannot be reached, HubError otherwise.
     """
-    from .card import build_model_card
+    from .card import write_model_card
 
-    metrics = verify_model_folder(folder)
-    has_curves = os.path.isfile(os.path.join(folder, "curves.png"))
-    build_model_card(metrics, repo_id=repo_id, has_curves=has_curves).save(
-        os.path.join(folder, "README.md"))
+    verify_model_folder(folder)
+    write_model_card(folder, repo_id=repo_id)
     api = HfApi(token=token)
     what = f"push {folder} to {repo_id}"
     try:

@@ -374,11 +374,20 @@ def average_weights(models) -> list[np.ndarray]:
     return [(acc / len(models)).astype(np.float32) for acc in weights]
 
 
-def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:
-    """Test-split loss (plain cross-entropy), top-1 and top-5."""
-    logits = model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+def predict_logits(model: keras.Model, x, batch_size: int = 256) -> np.ndarray:
+    """Logits for raw pixels, in batches (no augmentation, inference mode)."""
+    return model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+
+
+def logit_metrics(logits, y) -> dict:
+    """Loss (plain cross-entropy), top-1 and top-5 of precomputed logits."""
     loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
     top5 = np.argsort(-logits, axis=1)[:, :5]
     return {"test_loss": float(np.mean(loss)),
             "test_top1": float(np.mean(top5[:, 0] == y)),
             "test_top5": float(np.mean((top5 == y[:, None]).any(axis=1)))}
+
+
+def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:
+    """Test-split loss (plain cross-entropy), top-1 and top-5."""
+    return logit_metrics(predict_logits(model, x, batch_size), y)
