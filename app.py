@@ -81,10 +81,19 @@ def _head_index(head: str) -> int | None:
     return None if head in (None, ALL_HEADS) else int(head.split()[-1]) - 1
 
 
+def _class_list() -> str:
+    """The 100 classes, one click away from the "not sure" notice."""
+    from vit.data import CIFAR100_LABELS
+
+    names = ", ".join(n.replace("_", " ") for n in CIFAR100_LABELS)
+    return f"<details><summary>The 100 classes it knows</summary><p>{names}</p></details>"
+
+
 def build_demo(explainer: Explainer) -> gr.Blocks:
     info, pred = explainer.info, explainer.predictor
     centre = (pred.grid_size // 2) * pred.grid_size + pred.grid_size // 2
     heads = [ALL_HEADS] + [f"head {i + 1}" for i in range(pred.num_heads)]
+    lead = explainer.lead_maps()  # most faithful first, by faithfulness.json
 
     def analyse(source, gradients=True):
         if source is None:
@@ -99,9 +108,23 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             return explainer.labels.index(class_name)
         return analysis.top_class
 
-    cleared = (None, None, centre, None, None, None, None, None, gr.update(value=None), None)
-
     # ---------------------------------------------------------------- UI events
+    def render(a, patch, fusion, discard, block, head, class_name):
+        """Every map for the current controls, and this image's deletion curves."""
+        c, b, h = class_index(a, class_name), int(block) - 1, _head_index(head)
+        grids = {"occlusion": np.maximum(explainer.occlusion_grid(a, c), 0.0),
+                 "class_map": explainer.class_grid(a, c),
+                 "rollout": explainer.rollout_grid(a, fusion, discard),
+                 "raw": explainer.raw_grid(a, b, h, fusion)}
+        pictures = {name: explainer.overlay(a, grid) for name, grid in grids.items()}
+        return ([pictures[name] for name in lead] + [
+            pictures["raw"], explainer.patch(a, b, patch, h, fusion),
+            explainer.deletion_plot(a, grids, c)])
+
+    blank = [None] * (len(lead) + 3)
+    cleared = (None, None, gr.update(value="", visible=False), centre, None,
+               gr.update(value=None), None, *blank)
+
     @lossless
     def on_image(source, fusion, discard, block, head):
         if source is None:  # cleared
@@ -112,23 +135,19 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             # Say why, and clear the previous image's maps so nothing stale is shown.
             gr.Warning(str(exc), title="Can't read this image")
             return cleared
-        b, h = int(block) - 1, _head_index(head)
+        doubt = explainer.not_sure(a)
         top = explainer.labels[a.top_class]
-        return (a, explainer.top_k(a), centre, explainer.model_view(a, centre),
-                explainer.rollout(a, fusion, discard), explainer.raw(a, b, h, fusion),
-                explainer.patch(a, b, centre, h, fusion), explainer.class_map(a, a.top_class),
-                gr.update(value=top), explainer.distance_plot(a))
+        return (a, explainer.top_k(a),
+                gr.update(value=f"{doubt}\n\n{_class_list()}" if doubt else "",
+                          visible=bool(doubt)),
+                centre, explainer.model_view(a, centre), gr.update(value=top),
+                explainer.distance_plot(a),
+                *render(a, centre, fusion, discard, block, head, top))
 
     @lossless
-    def on_rollout(a, fusion, discard):
-        return None if a is None else explainer.rollout(a, fusion, discard)
-
-    @lossless
-    def on_block_head(a, patch, block, head, fusion):
-        if a is None:
-            return None, None
-        b, h = int(block) - 1, _head_index(head)
-        return explainer.raw(a, b, h, fusion), explainer.patch(a, b, patch, h, fusion)
+    def on_controls(a, patch, fusion, discard, block, head, class_name):
+        return blank if a is None else render(a, patch, fusion, discard, block, head,
+                                              class_name)
 
     @lossless
     def on_select(a, block, head, fusion, evt: gr.SelectData):
@@ -138,14 +157,15 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
         return (patch, explainer.model_view(a, patch),
                 explainer.patch(a, int(block) - 1, patch, _head_index(head), fusion))
 
-    @lossless
-    def on_class(a, class_name):
-        return None if a is None else explainer.class_map(a, class_index(a, class_name))
-
     # ---------------------------------------------------------------- API
     def classify(image):
-        """Top-5 CIFAR-100 classes with confidences for one image."""
+        """Top-5 CIFAR-100 classes with calibrated confidences for one image."""
         return explainer.top_k(analyse(image, gradients=False))
+
+    def checked_class(class_name):
+        if class_name and class_name not in explainer.labels:
+            raise gr.Error(f"unknown class {class_name!r}; use a CIFAR-100 class name or '' "
+                           "for the top-1 class")
 
     @lossless
     def explain(image, head_fusion="mean", discard_ratio=0.0, block=0, head=0,
@@ -161,13 +181,22 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
             raise gr.Error(f"head_fusion must be one of {FUSIONS}")
         if not 0.0 <= float(discard_ratio) < 1.0:
             raise gr.Error("discard_ratio must be in [0, 1)")
-        if class_name and class_name not in explainer.labels:
-            raise gr.Error(f"unknown class {class_name!r}; use a CIFAR-100 class name or '' "
-                           "for the top-1 class")
+        checked_class(class_name)
         a = analyse(image)
         return (explainer.top_k(a), explainer.rollout(a, head_fusion, float(discard_ratio)),
                 explainer.raw(a, b, h, head_fusion),
                 explainer.class_map(a, class_index(a, class_name)))
+
+    @lossless
+    def occlusion(image, class_name=None):
+        """Occlusion map: each patch cell's drop in the class's probability when greyed out."""
+        checked_class(class_name)
+        a = analyse(image, gradients=False)
+        c = class_index(a, class_name)
+        drops = explainer.occlusion_grid(a, c)
+        return (explainer.top_k(a), explainer.occlusion(a, c),
+                {"class": explainer.labels[c], "probability": float(a.probs[c]),
+                 "drops": np.round(drops, 6).tolist()})
 
     # ---------------------------------------------------------------- batch
     @lossless
@@ -192,14 +221,16 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                 if info.test_top1 is not None else "accuracy not measured")
     if info.progress:
         accuracy += f" ({info.progress})"
+    calibrated = ("confidences calibrated on held-out images"
+                  if info.temperature != 1.0 else "confidences not calibrated")
     with gr.Blocks(title="ViT on CIFAR-100: where does it look?") as demo:
         gr.Markdown(
             "# Where does the Vision Transformer look?\n"
             "A small ViT trained **from scratch on CIFAR-100** (100 classes, 32×32 pixels). "
             "Upload, drop, paste or snap any picture: it is cropped to its centre square and "
-            "shrunk to 32×32, then classified; the maps show which patches the attention "
-            f"used.  \nModel: `{info.preset}` preset, {info.parameters:,} parameters, "
-            f"{accuracy} — source: {info.source}.")
+            "shrunk to 32×32, then classified; the maps show which patches it used.  \n"
+            f"Model: `{info.preset}` preset, {info.parameters:,} parameters, "
+            f"{accuracy}, {calibrated} — source: {info.source}.")
         gr.Markdown(f"⚠️ **{info.notice}**" if info.notice else "", visible=bool(info.notice),
                     elem_id="notice", elem_classes=["notice"])
         analysis, patch_state = gr.State(), gr.State(centre)
@@ -213,19 +244,18 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                                 label="CIFAR-100 test images")
                 with gr.Column():
                     label = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="top5")
+                    unsure = gr.Markdown(visible=False, elem_id="unsure",
+                                         elem_classes=["notice"])
                     seen = gr.Image(label="What the model sees (32×32) — click a patch",
                                     height=340, elem_id="seen", **SHOWN)
             with gr.Row():
-                rollout_img = gr.Image(label="Attention rollout", elem_id="rollout", **SHOWN)
-                patch_img = gr.Image(label="Where the selected patch looks",
-                                     elem_id="patch", **SHOWN)
-                class_img = gr.Image(label="Class map (gradient-weighted)",
-                                     elem_id="classmap", **SHOWN)
-            gr.Markdown(explainer.rollout_caption + " The patch map shows one query patch's "
-                        "attention row in the chosen block; the class map weights attention "
-                        "by its gradient for the chosen class. *Discard ratio* drops each "
-                        "block's weakest attention before the rollout; *Block* and *Head* "
-                        "choose the raw and patch maps.")
+                lead_imgs = [gr.Image(label=explainer.map_label(name), elem_id=name.replace(
+                    "_", ""), **SHOWN) for name in lead]
+            gr.Markdown("  \n".join(explainer.trust_line(n) for n in (*lead, "raw"))
+                        + "  \n" + explainer.rollout_caption + " *Occlusion* greys out each "
+                        "patch cell in turn and shows how much the class's probability drops; "
+                        "the class map weights attention by its gradient for the chosen class.",
+                        elem_id="trust")
             with gr.Row():
                 fusion = gr.Radio(FUSIONS, value="mean", label="Head fusion")
                 discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05, label="Discard ratio")
@@ -235,9 +265,13 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                 class_dd = gr.Dropdown(explainer.labels, value=None,
                                        label="Explain class (default: top-1)")
             with gr.Row():
-                raw_img = gr.Image(label="Raw attention of the chosen block and head",
-                                   elem_id="raw", **SHOWN)
-                distance = gr.Plot(label="Mean attention distance per head", show_label=False)
+                raw_img = gr.Image(label=explainer.map_label("raw") + " of the chosen block "
+                                   "and head", elem_id="raw", **SHOWN)
+                patch_img = gr.Image(label="Where the selected patch looks",
+                                     elem_id="patch", **SHOWN)
+                deletion = gr.Plot(label="Deletion curves for this image", show_label=False,
+                                   elem_id="deletion")
+            distance = gr.Plot(label="Mean attention distance per head", show_label=False)
         with gr.Tab("Batch"):
             files = gr.File(file_count="multiple", file_types=["image"],
                             label="Several images")
@@ -250,29 +284,32 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
         # Every event that runs the model shares one queue slot pool sized for 2 cores.
         model = dict(concurrency_id="model", concurrency_limit=2)
         ui = dict(api_visibility="private", **model)
+        maps = [*lead_imgs, raw_img, patch_img, deletion]
         image.change(on_image, [image, fusion, discard, block, head],
-                     [analysis, label, patch_state, seen, rollout_img, raw_img, patch_img,
-                      class_img, class_dd, distance], **ui)
-        gr.on([fusion.change, discard.change], on_rollout, [analysis, fusion, discard],
-              rollout_img, **ui)
-        gr.on([block.change, head.change, fusion.change], on_block_head,
-              [analysis, patch_state, block, head, fusion], [raw_img, patch_img], **ui)
+                     [analysis, label, unsure, patch_state, seen, class_dd, distance, *maps],
+                     **ui)
+        controls = [analysis, patch_state, fusion, discard, block, head, class_dd]
+        gr.on([fusion.change, discard.change, block.change, head.change, class_dd.input],
+              on_controls, controls, maps, **ui)
         seen.select(on_select, [analysis, block, head, fusion], [patch_state, seen, patch_img],
                     **ui)
-        class_dd.input(on_class, [analysis, class_dd], class_img, **ui)
         run.click(batch, files, [table, gallery], api_name="batch", **model)
 
         # Public API endpoints, wired to hidden triggers so the UI stays uncluttered.
         api_image = UploadImage(type="filepath", visible=False)
+        api_class = gr.Textbox(visible=False)
         api_options = [gr.Radio(FUSIONS, value="mean", visible=False),
                        gr.Number(0.0, visible=False), gr.Number(0, visible=False),
-                       gr.Number(0, visible=False), gr.Textbox(visible=False)]
+                       gr.Number(0, visible=False), api_class]
         api_label = gr.Label(visible=False)
         api_maps = [gr.Image(visible=False, format="png") for _ in range(3)]
         gr.Button(visible=False).click(classify, api_image, api_label, api_name="classify",
                                        **model)
         gr.Button(visible=False).click(explain, [api_image, *api_options],
                                        [api_label, *api_maps], api_name="explain", **model)
+        gr.Button(visible=False).click(occlusion, [api_image, api_class],
+                                       [api_label, api_maps[0], gr.JSON(visible=False)],
+                                       api_name="occlusion", **model)
     demo.queue()
     return demo
 

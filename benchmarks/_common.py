@@ -64,6 +64,24 @@ def load_model(folder: str | None):
     return model, f"{name} ({model.count_params():,} parameters)"
 
 
+def forward_flops(model) -> int:
+    """Floating-point operations of one image's forward pass (a multiply-add is 2).
+
+    Counted by TensorFlow's graph profiler on the frozen inference graph, so
+    latencies can be read against the machine's peak FLOP/s.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    size = int(model.input_shape[1])
+    spec = tf.TensorSpec((1, size, size, 3), tf.float32)
+    graph = convert_variables_to_constants_v2(
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)).graph
+    options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
 def time_calls(fn, iters: int, warmup: int = 3) -> list[float]:
     """Milliseconds per call of fn(), after `warmup` untimed calls."""
     for _ in range(warmup):

@@ -11,12 +11,16 @@ Measures, on random 32x32 uint8 images (latency does not depend on content):
       compute only, no image encoding). Target: p50 <= 5 ms on the 2-core CPU;
   (c') the same without the class map, i.e. without the backward pass;
   (d) batch-64 throughput (images/s) with and without attention;
+  (e) the occlusion map: 64 masked copies through Predictor.probabilities in
+      one batch (target <= 30 ms), and (e') the sliding 2x2 window (49 masks);
+  (f) one image's deletion curves for the page's 4 maps (62 images, one batch);
 plus eager `model(x)` and `model.predict(x)` single-image latency for contrast.
 Every latency is the median over --repeats runs of p50 / p95 of --iters calls.
 
 Last line: `p50_ms=... p95_ms=... maps_p50_ms=... batch64_ips=... ...` where
 p50/p95 are (b), maps_p50_ms is (c), batch64_ips is (d) without attention
-(`batch64_attn_ips` with), `logits_p50_ms` is (a).
+(`batch64_attn_ips` with), `logits_p50_ms` is (a), `occlusion_p50_ms` is (e),
+`curves_p50_ms` is (f); `gflops_per_image` is one forward pass.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import statistics
 import time
 
 import numpy as np
-from _common import add_model_args, load_model, print_table, repeated_latency, time_calls
+from _common import (add_model_args, forward_flops, load_model, print_table, repeated_latency,
+                     time_calls)
 
 
 def maps_steps(pred, image, class_map: bool = True):
@@ -108,14 +113,33 @@ def main(argv=None) -> int:
         for _, step in maps_steps(pred, image, class_map):
             step()
 
+    from vit import faithfulness
+
+    grid, base = pred.grid_size, pred.baseline_pixel
+
+    def occlusion(image, window=1):
+        return faithfulness.occlusion_map(pred.probabilities, image, 0, grid, base,
+                                          window=window, reference=0.5)
+
+    maps4 = [np.random.default_rng(i).random((grid, grid)) for i in range(4)]
+
+    def curves(image):
+        return faithfulness.perturbation_curves(pred.probabilities, image, maps4, [0] * 4,
+                                                grid, base, modes=("deletion",))
+
     r, n = args.repeats, args.iters
     slow_n = max(2, n // 4)
+    occ_n = max(2, n // 10)
     paths = [
         ("(a) logits only, XLA", one(lambda im: logits_fn(tf.constant(im[None])).numpy()), n),
         ("(b) logits + attention (Predictor.predict)", one(lambda im: pred.predict(im[None])), n),
         ("(c) classify + all maps", one(all_maps), n),
         ("(c') classify + all maps except the class map (forward only)",
          one(lambda im: all_maps(im, class_map=False)), n),
+        ("(e) occlusion map, 64 masks in one batch", one(occlusion), occ_n),
+        ("(e') occlusion, sliding 2x2 window (49 masks)", one(lambda im: occlusion(im, 2)),
+         occ_n),
+        ("(f) deletion curves of 4 maps (62 images, one batch)", one(curves), occ_n),
         ("eager model(x)", one(lambda im: model(tf.constant(im[None], tf.float32),
                                                 training=False).numpy()), slow_n),
         ("model.predict(x)", one(lambda im: model.predict(im[None].astype(np.float32),
@@ -144,12 +168,19 @@ def main(argv=None) -> int:
 
     p50, p95 = latency[paths[1][0]]
     maps, forward_maps = latency[paths[2][0]][0], latency[paths[3][0]][0]
+    occ, curve_ms = latency[paths[4][0]][0], latency[paths[6][0]][0]
+    flops = forward_flops(model)
     verdict = "meets" if maps <= 5.0 else "MISSES"
     print(f"\n(c) classify + all maps p50 = {maps:.2f} ms: {verdict} the <= 5 ms target "
           f"(without the class map's backward pass: {forward_maps:.2f} ms)")
+    print(f"(e) occlusion p50 = {occ:.1f} ms: {'meets' if occ <= 30 else 'MISSES'} the "
+          f"<= 30 ms target. One forward pass is {flops / 1e6:.0f} MFLOP, so 64 masks are "
+          f"{64 * flops / 1e9:.1f} GFLOP: {64 * flops / occ / 1e6:.0f} GFLOP/s achieved, "
+          f"{plain * flops / 1e9:.0f} GFLOP/s at batch-64 throughput")
     print(f"p50_ms={p50:.3f} p95_ms={p95:.3f} maps_p50_ms={maps:.3f} batch64_ips={plain:.1f} "
           f"batch64_attn_ips={attn:.1f} logits_p50_ms={latency[paths[0][0]][0]:.3f} "
-          f"forward_maps_p50_ms={forward_maps:.3f}")
+          f"forward_maps_p50_ms={forward_maps:.3f} occlusion_p50_ms={occ:.2f} "
+          f"curves_p50_ms={curve_ms:.2f} gflops_per_image={flops / 1e9:.4f}")
     return 0
 
 

@@ -105,3 +105,91 @@ def test_unloadable_model_falls_back_or_serves_untrained_never_crashes(tmp_path,
     monkeypatch.setattr(pretrained, "bundled_available", lambda *a, **k: False)
     e = Explainer.from_spec(str(broken), warmup=False)
     assert not e.info.trained and str(broken) in e.info.notice and "UNTRAINED" in e.info.notice
+
+
+# ---------------------------------------------------------------- trust
+def _faithfulness(**deletion):
+    return {"n": 10, "methods": {name: {"deletion": {"mean": value, "ci95": 0.01}}
+                                 for name, value in deletion.items()}}
+
+
+def test_lead_maps_follow_the_measured_deletion_scores():
+    model = vit.build_vit(vit.get_preset("tiny"))
+    unmeasured = Explainer(model, vit.data.CIFAR100_LABELS, ModelInfo(source="t"), warmup=False)
+    assert unmeasured.lead_maps() == ["occlusion", "class_map", "rollout"]
+    assert "not measured" in unmeasured.trust_line("rollout")
+    info = ModelInfo(source="t", faithfulness=_faithfulness(
+        random=0.2, rollout=0.1, class_map=0.15, occlusion=0.19, raw=0.21))
+    e = Explainer(model, vit.data.CIFAR100_LABELS, info, warmup=False)
+    assert e.lead_maps() == ["rollout", "class_map", "occlusion"]
+    assert "0.100" in e.trust_line("rollout") and "0.200" in e.trust_line("rollout")
+    assert "finds the evidence well" in e.trust_line("rollout")  # 0.5x random
+    assert "little better than chance" in e.trust_line("occlusion")  # 0.95x
+    assert "no better than chance" in e.trust_line("raw")
+    assert "deletion 0.150 (random 0.200)" in e.map_label("class_map")
+
+
+def test_not_sure_below_the_threshold_only():
+    model = vit.build_vit(vit.get_preset("tiny"))
+    rule = {"threshold": 0.4, "validation": {"accuracy_below": 0.31}}
+    e = Explainer(model, vit.data.CIFAR100_LABELS, ModelInfo(source="t", not_sure=rule),
+                  warmup=False)
+    probs = np.full(100, 0.3 / 99)
+    probs[7] = 0.7
+    confident = vit.analysis.Analysis(None, None, probs, [])
+    assert e.not_sure(confident) is None
+    probs = np.full(100, 0.65 / 99)
+    probs[7] = 0.35
+    doubtful = vit.analysis.Analysis(None, None, probs, [])
+    assert "Not sure" in e.not_sure(doubtful) and "35%" in e.not_sure(doubtful)
+    assert e.labels[7] in e.not_sure(doubtful) and "right only 31%" in e.not_sure(doubtful)
+    e.info.not_sure = None  # an uncalibrated model makes no such claim
+    assert e.not_sure(doubtful) is None
+
+
+def test_occlusion_is_the_drop_of_the_class_probability(explainer, analysis):
+    c = analysis.top_class
+    drops = explainer.occlusion_grid(analysis, c)
+    assert drops.shape == (explainer.grid, explainer.grid)
+    # recompute one cell by hand: grey it out and run the classifier
+    r, col = np.unravel_index(np.argmax(drops), drops.shape)
+    px = explainer.predictor.patch_px
+    masked = analysis.pixels.copy()
+    masked[r * px:(r + 1) * px, col * px:(col + 1) * px] = explainer.predictor.baseline_pixel
+    p = explainer.predictor.predict(masked[None])[0][0, c]
+    np.testing.assert_allclose(drops[r, col], analysis.probs[c] - p, atol=1e-5)
+    picture = explainer.occlusion(analysis, c)
+    assert picture.shape == (DISPLAY, DISPLAY, 3)
+
+
+def test_deletion_plot_has_one_curve_per_map(explainer, analysis):
+    c = analysis.top_class
+    grids = {"occlusion": explainer.occlusion_grid(analysis, c),
+             "rollout": explainer.rollout_grid(analysis)}
+    fig = explainer.deletion_plot(analysis, grids, c)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0].get_ydata()[0], 100 * analysis.probs[c], rtol=1e-4)
+    assert all("area" in line.get_label() for line in lines)
+
+
+def test_a_model_folder_brings_its_temperature_and_a_broken_one_is_said(tmp_path, explainer):
+    import json
+
+    model = explainer.predictor.model
+    model.save(tmp_path, zipped=False)
+    record = {"temperature": 0.5, "not_sure": {"threshold": 0.3}}
+    (tmp_path / "calibration.json").write_text(json.dumps(record))
+    (tmp_path / "faithfulness.json").write_text("{not json")  # optional: ignored
+    e = Explainer.from_spec(str(tmp_path), warmup=False)
+    assert e.predictor.temperature == 0.5 and e.info.not_sure == {"threshold": 0.3}
+    assert e.info.faithfulness is None and e.info.notice is None
+    img = Image.open(ROOT / "examples" / "whale.png")
+    sharp = e.analyse_image(img, False).probs
+    plain = explainer.analyse_image(img, False).probs  # temperature 1
+    z = np.log(plain) / 0.5
+    np.testing.assert_allclose(sharp, np.exp(z - z.max()) / np.exp(z - z.max()).sum(),
+                               rtol=1e-3, atol=1e-6)
+    (tmp_path / "calibration.json").write_text('{"temperature": -1}')
+    e = Explainer.from_spec(str(tmp_path), warmup=False)
+    assert e.predictor.temperature == 1.0 and "uncalibrated" in e.info.notice

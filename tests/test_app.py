@@ -56,6 +56,37 @@ def test_explain_returns_label_and_three_maps(client):
     assert np.abs(served - expected).max() <= 2
 
 
+def test_classify_returns_the_calibrated_probabilities(client):
+    from vit import calibration, pretrained
+
+    temperature = calibration.read_calibration(pretrained.BUNDLED_DIR)["temperature"]
+    assert temperature != 1.0
+    model = pretrained.load_pretrained()
+    explainer = Explainer.from_spec(None, warmup=False)
+    pixels = explainer.analyse(EXAMPLE, gradients=False).pixels
+    logits = np.asarray(model(pixels[None].astype("float32")))[0]
+    want = calibration.softmax(logits, temperature)
+    result = client.predict(handle_file(EXAMPLE), api_name="/classify")
+    for c in result["confidences"]:
+        np.testing.assert_allclose(c["confidence"], want[CIFAR100_LABELS.index(c["label"])],
+                                   atol=1e-4)
+
+
+def test_occlusion_endpoint_returns_the_map_and_its_numbers(client):
+    label, picture, record = client.predict(handle_file(EXAMPLE), "orange",
+                                            api_name="/occlusion")
+    assert len(label["confidences"]) == 5 and Image.open(picture).size == (320, 320)
+    assert record["class"] == "orange"
+    drops = np.array(record["drops"])
+    assert drops.shape == (8, 8) and np.abs(drops).max() > 0
+    explainer = Explainer.from_spec(None, warmup=False)
+    a = explainer.analyse(EXAMPLE, gradients=False)
+    want = explainer.occlusion_grid(a, CIFAR100_LABELS.index("orange"))
+    np.testing.assert_allclose(drops, want, atol=1e-4)
+    with pytest.raises(Exception, match="unknown class"):
+        client.predict(handle_file(EXAMPLE), "unicorn", api_name="/occlusion")
+
+
 def test_explain_rejects_bad_options(client):
     with pytest.raises(Exception, match="block must be"):
         client.predict(handle_file(EXAMPLE), "mean", 0.0, 99, 0, "", api_name="/explain")

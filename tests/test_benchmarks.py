@@ -13,12 +13,12 @@ pytestmark = pytest.mark.slow
 NUM = r"[0-9]+\.[0-9]+"
 
 
-def run_smoke(script: str, *args: str, env: dict | None = None) -> str:
+def run_smoke(script: str, *args: str, env: dict | None = None, whole: bool = False) -> str:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout.strip().splitlines()[-1]
+    return proc.stdout.strip() if whole else proc.stdout.strip().splitlines()[-1]
 
 
 def test_accuracy_smoke(cifar_path):
@@ -30,7 +30,22 @@ def test_accuracy_smoke(cifar_path):
 
 def test_inference_smoke():
     last = run_smoke("inference.py")
-    assert re.match(rf"p50_ms={NUM} p95_ms={NUM} maps_p50_ms={NUM} batch64_ips={NUM}", last), last
+    assert re.fullmatch(rf"p50_ms={NUM} p95_ms={NUM} maps_p50_ms={NUM} batch64_ips={NUM} "
+                        rf"batch64_attn_ips={NUM} logits_p50_ms={NUM} forward_maps_p50_ms={NUM} "
+                        rf"occlusion_p50_ms={NUM} curves_p50_ms={NUM} gflops_per_image={NUM}",
+                        last), last
+    assert 0.1 < float(last.rsplit("=", 1)[1]) < 0.3  # the compact ViT: ~0.16 GFLOP
+
+
+def test_faithfulness_smoke(cifar_path):
+    out = run_smoke("faithfulness.py", "--data-dir", cifar_path, whole=True).splitlines()
+    rows = [re.fullmatch(rf"faithfulness (\S+) deletion=({NUM}) insertion=({NUM}) n=6", line)
+            for line in out if line.startswith("faithfulness ")]
+    assert all(rows) and len(rows) == 12, out[-14:]
+    methods = {m.group(1) for m in rows}
+    assert {"random", "raw", "raw_best", "rollout", "class_map", "occlusion"} <= methods
+    assert all(0 <= float(m.group(i)) <= 1 for m in rows for i in (2, 3))
+    assert re.fullmatch(r"app_default=(occlusion|class_map|rollout)", out[-1]), out[-1]
 
 
 def test_train_throughput_smoke():
@@ -42,3 +57,13 @@ def test_serving_smoke():
     last = run_smoke("serving.py")
     assert re.fullmatch(rf"cold_start_s={NUM} roundtrip_ratio={NUM} rps={NUM} errors=0 "
                         rf"noop_rps={NUM} rss_mb_start={NUM} rss_mb_end={NUM}", last), last
+
+
+def test_calibration_smoke(cifar_path):
+    last = run_smoke("calibration.py", "--data-dir", cifar_path)
+    m = re.fullmatch(rf"api_ece=({NUM}) api_top1=({NUM}) api_mean_confidence=({NUM}) n=200",
+                     last)
+    assert m, last
+    # 200 images: the bundled model is right about 2 times in 3, and calibrated
+    # confidence tracks that within sampling error (~ +-7 points at n=200)
+    assert 0.5 < float(m.group(2)) < 0.8 and abs(float(m.group(2)) - float(m.group(3))) < 0.1

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app_server import ROOT, AppServer
@@ -49,9 +50,11 @@ def test_upload_classify_overlay_and_patch_click(page):
     from vit.data import CIFAR100_LABELS
 
     assert label in CIFAR100_LABELS
-    page.locator("#rollout img").first.wait_for(timeout=30_000)
-    page.locator("#patch img").first.wait_for(timeout=30_000)
-    assert image_src(page, "rollout")
+    for elem_id in ("occlusion", "classmap", "rollout", "raw", "patch"):
+        page.locator(f"#{elem_id} img").first.wait_for(timeout=30_000)
+    page.locator("#deletion img").first.wait_for(timeout=30_000)
+    assert image_src(page, "occlusion") and image_src(page, "rollout")
+    assert "deletion score" in page.locator("#trust").inner_text()
     before_patch = image_src(page, "patch")
     before_seen = image_src(page, "seen")
 
@@ -64,6 +67,25 @@ def test_upload_classify_overlay_and_patch_click(page):
         timeout=30_000)
     assert image_src(page, "seen") != before_seen  # the clicked patch is outlined
     page.screenshot(path=str(shots() / "explore.png"), full_page=True)
+
+
+def test_a_doubtful_guess_says_not_sure_and_lists_the_classes(page, tmp_path):
+    from PIL import Image
+
+    # smooth random colour blobs: no CIFAR-100 class, and the model doubts itself
+    # (pixel noise would not do: it reads as "keyboard" at 66%)
+    blobs = tmp_path / "blobs.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(
+        (64, 64), Image.Resampling.BICUBIC).save(blobs)
+    page.locator("#upload input[type=file]").set_input_files(str(blobs))
+    notice = page.locator("#unsure")
+    notice.get_by_text("Not sure", exact=False).wait_for(timeout=60_000)
+    classes = notice.get_by_text("aquarium fish", exact=False)
+    assert not classes.is_visible()
+    notice.get_by_text("The 100 classes it knows").click()  # one click away
+    classes.wait_for(state="visible", timeout=10_000)
+    page.screenshot(path=str(shots() / "not-sure.png"), full_page=True)
 
 
 def test_bad_upload_shows_a_clear_message(page, tmp_path):

@@ -58,6 +58,9 @@ def test_ece_known_values():
     probs = np.array([[0.9, 0.1]] * 10 + [[0.3, 0.7]] * 10)
     labels = np.array([0] * 6 + [1] * 4 + [1] * 7 + [0] * 3)
     assert calib.expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.15)
+    # the same from what an API answers: top-1 confidence and right/wrong
+    right = probs.argmax(axis=1) == labels
+    assert calib.confidence_ece(probs.max(axis=1), right, bins=10) == pytest.approx(0.15)
 
 
 @pytest.mark.parametrize("t_true", [0.6, 0.85, 2.0])

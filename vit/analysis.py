@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from . import explain, images
+from . import calibration, explain, faithfulness, images
 from .data import CIFAR100_LABELS
 from .inference import Predictor
 
 DISPLAY = 320  # side of every picture the demo shows
+# The maps the page can lead with, in the order used when no faithfulness.json
+# ranks them (the order measured on the bundled model).
+LEAD_MAPS = ("occlusion", "class_map", "rollout")
+MAP_NAMES = {"occlusion": "Occlusion", "class_map": "Class map", "rollout": "Attention rollout",
+             "raw": "Raw attention", "random": "Random order"}
 
 
 @dataclass
@@ -33,6 +38,11 @@ class ModelInfo:
     trained: bool = True
     notice: str | None = None
     progress: str | None = None  # e.g. "checkpoint after 17 of 50 epochs"
+    temperature: float = 1.0  # calibration.json: probabilities are softmax(logits / T)
+    # calibration.json's "not_sure": threshold (calibrated top-1 under it: "not
+    # sure") and the held-out accuracy below / above it
+    not_sure: dict | None = None
+    faithfulness: dict | None = None  # faithfulness.json: dataset-level map scores
 
 
 @dataclass
@@ -42,6 +52,7 @@ class Analysis:
     probs: np.ndarray  # (classes,)
     attention: list = field(repr=False)  # per block (heads, T, T)
     gradients: dict = field(default_factory=dict, repr=False)  # class -> per block (h, T, T)
+    occlusion: dict = field(default_factory=dict, repr=False)  # class -> (grid, grid) drops
 
     @property
     def top_class(self) -> int:
@@ -55,7 +66,7 @@ class Explainer:
         in a thread while the web server starts (XLA releases the GIL) and
         answers eagerly until they are ready, which shortens the cold start;
         False leaves it to the first request."""
-        self.predictor = Predictor(model, warmup=False)
+        self.predictor = Predictor(model, warmup=False, temperature=info.temperature)
         self.labels = list(label_names)
         self.info = info
         self.warmed = None  # the background warm-up thread, if any
@@ -96,10 +107,17 @@ class Explainer:
         labels = _read_json(folder, "labels.json") or CIFAR100_LABELS
         source = "bundled weights" if os.path.abspath(folder) == os.path.abspath(
             pretrained.BUNDLED_DIR) else (spec if spec and not notice else folder)
+        try:
+            calibrated = calibration.read_calibration(folder) or {}
+        except calibration.CalibrationError as exc:  # serve, but say so
+            calibrated = {}
+            notice = f"{notice + ' ' if notice else ''}{exc}; confidences are uncalibrated."
         info = ModelInfo(source=source, preset=metrics.get("preset", "?"),
                          parameters=model.count_params(),
                          test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
-                         notice=notice)
+                         notice=notice, temperature=calibrated.get("temperature", 1.0),
+                         not_sure=calibrated.get("not_sure"),
+                         faithfulness=_read_json(folder, "faithfulness.json", quiet=True))
         if metrics.get("in_training"):
             info.progress = (f"training checkpoint after {metrics.get('epochs')} of "
                              f"{metrics.get('epochs_planned')} epochs")
@@ -161,38 +179,126 @@ class Explainer:
             outline=(0, 255, 255), width=3)
         return np.asarray(img)
 
-    def _overlay(self, analysis: Analysis, heatmap: np.ndarray, alpha: float) -> np.ndarray:
+    def overlay(self, analysis: Analysis, heatmap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+        """A (grid, grid) map over the upload's centre square, as the page shows it."""
         return explain.overlay(analysis.display, heatmap, cmap="inferno", alpha=alpha)
 
-    def rollout(self, analysis, fusion="mean", discard=0.0, alpha=0.6) -> np.ndarray:
-        heat = explain.attention_rollout(analysis.attention, head_fusion=fusion,
+    def rollout_grid(self, analysis, fusion="mean", discard=0.0) -> np.ndarray:
+        return explain.attention_rollout(analysis.attention, head_fusion=fusion,
                                          discard_ratio=discard,
                                          has_class_token=self.has_class_token)
-        return self._overlay(analysis, heat, alpha)
+
+    def rollout(self, analysis, fusion="mean", discard=0.0, alpha=0.6) -> np.ndarray:
+        return self.overlay(analysis, self.rollout_grid(analysis, fusion, discard), alpha)
+
+    def raw_grid(self, analysis, block: int, head: int | None, fusion="mean") -> np.ndarray:
+        return explain.raw_attention(analysis.attention, block, head, fusion,
+                                     has_class_token=self.has_class_token)
 
     def raw(self, analysis, block: int, head: int | None, fusion="mean", alpha=0.6):
-        heat = explain.raw_attention(analysis.attention, block, head, fusion,
-                                     has_class_token=self.has_class_token)
-        return self._overlay(analysis, heat, alpha)
+        return self.overlay(analysis, self.raw_grid(analysis, block, head, fusion), alpha)
 
     def patch(self, analysis, block: int, patch: int, head: int | None, fusion="mean",
               alpha=0.6):
         heat = explain.patch_attention(analysis.attention, block, patch, head, fusion,
                                        has_class_token=self.has_class_token)
-        return self._overlay(analysis, heat, alpha)
+        return self.overlay(analysis, heat, alpha)
 
     def patch_at(self, x: float, y: float) -> int:
         return explain.pixel_to_patch(x, y, DISPLAY, self.grid)
 
     def class_map(self, analysis, class_index: int, alpha=0.6) -> np.ndarray:
+        return self.overlay(analysis, self.class_grid(analysis, class_index), alpha)
+
+    def occlusion_grid(self, analysis, class_index: int) -> np.ndarray:
+        """(grid, grid) drop in the class's probability with each cell greyed out."""
+        class_index = int(class_index)
+        if class_index not in analysis.occlusion:
+            analysis.occlusion[class_index] = faithfulness.occlusion_map(
+                self.predictor.probabilities, analysis.pixels, class_index, self.grid,
+                self.predictor.baseline_pixel, reference=float(analysis.probs[class_index]))
+        return analysis.occlusion[class_index]
+
+    def occlusion(self, analysis, class_index: int, alpha=0.6) -> np.ndarray:
+        """Overlay of the cells whose removal lowers the class's probability."""
+        return self.overlay(analysis, np.maximum(self.occlusion_grid(analysis, class_index),
+                                                  0.0), alpha)
+
+    def class_grid(self, analysis, class_index: int) -> np.ndarray:
         class_index = int(class_index)
         if class_index not in analysis.gradients:
             analysis.gradients[class_index] = self.predictor.class_gradients(
                 analysis.pixels, class_index)
-        grads = analysis.gradients[class_index]
-        heat = explain.gradient_rollout(analysis.attention, grads,
+        return explain.gradient_rollout(analysis.attention, analysis.gradients[class_index],
                                         has_class_token=self.has_class_token)
-        return self._overlay(analysis, heat, alpha)
+
+    def deletion_plot(self, analysis, grids: dict, class_index: int):
+        """This image's deletion curves for the shown maps: one batched forward."""
+        names = list(grids)
+        curves = faithfulness.perturbation_curves(
+            self.predictor.probabilities, analysis.pixels, [grids[n] for n in names],
+            [int(class_index)] * len(names), self.grid, self.predictor.baseline_pixel,
+            modes=("deletion",))
+        return faithfulness.plot_deletion_curves(
+            curves["cells"], {MAP_NAMES.get(n, n): c for n, c in zip(names, curves["deletion"])},
+            self.labels[int(class_index)], self.dataset_deletion("random"))
+
+    # ------------------------------------------------------------ trust
+    def dataset_deletion(self, method: str) -> float | None:
+        """Mean deletion AUC of a map over the test images, if measured."""
+        methods = (self.info.faithfulness or {}).get("methods", {})
+        return (methods.get(method) or {}).get("deletion", {}).get("mean")
+
+    def lead_maps(self) -> list[str]:
+        """LEAD_MAPS, most faithful first by the measured deletion scores."""
+        order = {name: i for i, name in enumerate(LEAD_MAPS)}
+        scores = {name: self.dataset_deletion(name) for name in LEAD_MAPS}
+        return sorted(LEAD_MAPS, key=lambda n: (scores[n] is None, scores[n] or 0, order[n]))
+
+    def map_label(self, method: str) -> str:
+        """A map's title with its dataset-level deletion score, when measured."""
+        titles = {"occlusion": "Occlusion: what the model used",
+                  "class_map": "Class map (gradient-weighted)",
+                  "rollout": "Attention rollout", "raw": "Raw attention"}
+        score, floor = self.dataset_deletion(method), self.dataset_deletion("random")
+        if score is None or floor is None:
+            return titles[method]
+        return f"{titles[method]} · deletion {score:.3f} (random {floor:.3f})"
+
+    def trust_line(self, method: str) -> str:
+        """One plain sentence: how well this map found the evidence, on test images."""
+        score, floor = self.dataset_deletion(method), self.dataset_deletion("random")
+        if score is None or floor is None:
+            return f"{MAP_NAMES.get(method, method)}: faithfulness not measured for this model."
+        n = (self.info.faithfulness or {}).get("n", "?")
+        ratio = score / floor if floor else float("nan")
+        verdict = ("finds the evidence well" if ratio <= 0.7 else
+                   "finds some of the evidence" if ratio <= 0.9 else
+                   "does little better than chance" if ratio < 1.0 else
+                   "does no better than chance")
+        return (f"**{MAP_NAMES.get(method, method)}** {verdict}: greying out the cells it "
+                f"marks first lowers the model's confidence with a deletion score of "
+                f"{score:.3f}, against {floor:.3f} for cells in random order (lower is "
+                f"better; {n} test images).")
+
+    def not_sure(self, analysis) -> str | None:
+        """The honest-doubt notice, or None when the top-1 is confident enough.
+
+        Only a calibrated model (calibration.json) makes this claim; the words
+        quote the held-out accuracy below the threshold, not a guess.
+        """
+        rule = self.info.not_sure or {}
+        threshold = rule.get("threshold")
+        top = float(analysis.probs[analysis.top_class])
+        if threshold is None or top >= threshold:
+            return None
+        held_out = (rule.get("validation") or {}).get("accuracy_below")
+        evidence = ("" if held_out is None else
+                    f" On held-out images with a top guess below {100 * threshold:.0f}%, "
+                    f"that guess was right only {100 * held_out:.0f}% of the time.")
+        return (f"**Not sure.** The best guess, *{self.labels[analysis.top_class]}*, is "
+                f"{100 * top:.0f}% likely to be right.{evidence} Perhaps the picture "
+                "shows none of the 100 classes this model knows.")
 
     def distance_plot(self, analysis):
         distances = explain.mean_attention_distance(
@@ -211,9 +317,15 @@ class Explainer:
                 "patch contributes to all tokens on average, not to one decision token.")
 
 
-def _read_json(folder: str, name: str):
+def _read_json(folder: str, name: str, quiet: bool = False):
+    """A JSON file of the model folder, or None if absent (or, quiet, unreadable)."""
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        if quiet:  # optional extras must not stop the demo
+            return None
+        raise

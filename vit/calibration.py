@@ -61,9 +61,13 @@ def expected_calibration_error(probs, labels, bins: int = 15) -> float:
     labels = np.asarray(labels, np.int64)
     if len(probs) == 0:
         raise ValueError("no predictions")
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    counts, acc, mean_conf = _bin_stats(conf, correct, bins)
+    return confidence_ece(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def confidence_ece(confidences, correct, bins: int = 15) -> float:
+    """The same ECE from top-1 confidences and right/wrong flags (e.g. an API's answers)."""
+    conf = np.asarray(confidences, np.float64)
+    counts, acc, mean_conf = _bin_stats(conf, np.asarray(correct, bool), bins)
     return float(np.sum(counts / len(conf) * np.abs(acc - mean_conf)))
 
 
