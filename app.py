@@ -112,7 +112,8 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
     def render(a, patch, fusion, discard, block, head, class_name):
         """Every map for the current controls, and this image's deletion curves."""
         c, b, h = class_index(a, class_name), int(block) - 1, _head_index(head)
-        grids = {"occlusion": np.maximum(explainer.occlusion_grid(a, c), 0.0),
+        # (the overlays show the positive part; the curves order by the full maps)
+        grids = {"occlusion": explainer.occlusion_grid(a, c),
                  "class_map": explainer.class_grid(a, c),
                  "rollout": explainer.rollout_grid(a, fusion, discard),
                  "raw": explainer.raw_grid(a, b, h, fusion)}

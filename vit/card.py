@@ -114,8 +114,9 @@ import vit  # registers the custom layers (pip install -r requirements.txt from 
 
 model = keras.saving.load_model("hf://{{ repo_id }}")
 pixels = np.zeros((1, 32, 32, 3), "uint8")  # raw RGB 0-255; the model normalises itself
-probs = keras.ops.softmax(model(pixels)).numpy()
-```
+{% if calibration %}probs = keras.ops.softmax(model(pixels) / {{ calibration.temperature }}).numpy()  # calibrated (T above)
+{% else %}probs = keras.ops.softmax(model(pixels)).numpy()
+{% endif %}```
 
 Every block's attention comes out of the same forward pass with
 `vit.with_attention(model)`; the project's Gradio app turns it into rollout,
