@@ -48,9 +48,10 @@ class ViTConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
-    augment: str = "basic"  # none | basic (crop+flip) | strong (+RandAugment)
+    augment: str = "basic"  # none | basic (crop+flip) | trivial (+TrivialAugment, vit.augment)
+    augment_ops: int = 1  # augment="trivial": ops per image (1 = TrivialAugment)
     # share of training images sent through an upscale + antialiased shrink
-    # round trip (robustness to how uploads are resized; see data.random_resample)
+    # round trip (robustness to how uploads are resized; see augment.random_resample)
     resample_prob: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -72,8 +73,10 @@ class ViTConfig:
             raise ValueError("the last tokenizer conv must output projection_dim")
         if self.pooling not in ("flatten", "class_token"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
-        if self.augment not in ("none", "basic", "strong"):
-            raise ValueError(f"unknown augment {self.augment!r} (none | basic | strong)")
+        if self.augment not in ("none", "basic", "trivial"):
+            raise ValueError(f"unknown augment {self.augment!r} (none | basic | trivial)")
+        if self.augment_ops < 1:
+            raise ValueError("augment_ops must be at least 1")
         if not 0.0 <= self.resample_prob <= 1.0:
             raise ValueError(f"resample_prob {self.resample_prob} is not a probability")
         if self.image_size % self.grid_stride:
@@ -149,7 +152,7 @@ PRESETS: dict[str, ViTConfig] = {
         stochastic_depth=0.1, pooling="class_token", head_units=(),
         head_dropout=0.0, epochs=300, batch_size=128, learning_rate=6e-4,
         weight_decay=0.06, warmup_epochs=10, label_smoothing=0.1,
-        augment="strong", mixup_alpha=0.8, cutmix_alpha=1.0,
+        augment="trivial", mixup_alpha=0.8, cutmix_alpha=1.0,
     ),
     # A few thousand parameters: for tests and smoke runs of the whole pipeline.
     #   python train.py --preset tiny --epochs 2 --limit-train 2048

@@ -1,15 +1,9 @@
 """CIFAR-100 loading and the tf.data input pipeline.
 
 Training batches are a pure function of (seed, epoch, step): shuffling and
-augmentation use stateless random ops, so a run resumed from a checkpoint
-sees exactly the batches the uninterrupted run would have seen. That holds
-for augment="strong" too: Keras' RandAugment is fed per-batch seeds
-(`BatchSeeds`) instead of its own stateful generator.
-
-Beware that Keras' RandAugment is much harsher than the paper's policy at the
-same "factor": at factor=0.5 it rotates by up to +-180 degrees, translates by
-up to half the image, posterizes to 1-3 bits, and applies the same two ops to
-a whole batch (their strengths vary per image).
+every augmentation (vit.augment) use stateless random ops, so a run resumed
+from a checkpoint sees exactly the batches the uninterrupted run would have
+seen.
 """
 
 from __future__ import annotations
@@ -20,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
+from vit import augment as aug
 
 ENV_DATA_DIR = "CIFAR100_DIR"
 
@@ -40,6 +36,10 @@ CIFAR100_LABELS = [
     "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
     "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"
 ]
+
+
+# what `train_dataset(augment=...)` accepts; "trivial" is vit.augment.trivial_augment
+AUGMENT_POLICIES = ("none", "basic", "trivial")
 
 
 class DataUnavailableError(RuntimeError):
@@ -124,155 +124,32 @@ def train_val_split(x, y, validation_split: float, seed: int = 0):
     return (x[train], y[train]), (x[val], y[val])
 
 
-# --------------------------------------------------------------------------
-# augmentation (batched, stateless: every random draw is keyed by a seed)
-
-def _seed(base, k):
-    return tf.stack([base[0], base[1] * 16 + k])
-
-
-def random_crop_flip(images, seed, pad=4):
-    """Zero-pad by `pad`, crop back at a random offset per image, random h-flip."""
-    b = tf.shape(images)[0]
-    size = images.shape[1]
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    offsets = tf.random.stateless_uniform((2, b), _seed(seed, 0), 0, 2 * pad + 1, tf.int32)
-    grid = tf.range(size)
-    rows = offsets[0][:, None] + grid
-    cols = offsets[1][:, None] + grid
-    out = tf.gather(padded, rows, axis=1, batch_dims=1)
-    out = tf.gather(out, cols, axis=2, batch_dims=1)
-    flip = tf.random.stateless_uniform((b, 1, 1, 1), _seed(seed, 1)) < 0.5
-    return tf.where(flip, tf.reverse(out, axis=[2]), out)
-
-
-def random_resample(images, seed, prob, max_factor=8.0):
-    """With probability `prob` per image, the round trip an upload goes through.
-
-    Users' files are large photos that the app shrinks to 32x32 with an
-    antialiased filter; a model that has only seen CIFAR's own pixels loses
-    ~2 points on test images merely upscaled and shrunk back (README,
-    "Uploads"). Here the chosen images are upscaled by a random factor in
-    [2, max_factor] (bicubic) and shrunk back with antialiased Lanczos, as
-    `vit.images.to_model_input` does, so the blur becomes familiar.
-    """
-    if prob <= 0:
-        return images
-    b = tf.shape(images)[0]
-    size = images.shape[1]
-    factor = tf.random.stateless_uniform((), _seed(seed, 7), 2.0, max_factor)
-    big = tf.cast(tf.round(factor * size), tf.int32)
-    resampled = tf.image.resize(images, tf.stack([big, big]), method="bicubic")
-    resampled = tf.image.resize(resampled, (size, size), method="lanczos3", antialias=True)
-    resampled = tf.clip_by_value(tf.round(resampled), 0.0, 255.0)
-    chosen = tf.random.stateless_uniform((b, 1, 1, 1), _seed(seed, 8)) < prob
-    return tf.where(chosen, resampled, images)
-
-
-class BatchSeeds:
-    """Stand-in for a Keras SeedGenerator whose draws depend only on `seed`.
-
-    A Keras random layer draws from its SeedGenerator: a variable that every
-    call advances, so under tf.data's parallel map the draws depend on thread
-    timing and a resumed run cannot replay them. This one returns the k-th
-    draw site's seed as fold_in(batch seed, k), with k counted while tracing:
-    the same (seed, epoch, step) always gives the same augmentation.
-    """
-
-    def __new__(cls, seed):
-        import keras
-
-        # a SeedGenerator to Keras' isinstance checks, without its state variable
-        generator_cls = type("BatchSeeds", (cls, keras.random.SeedGenerator), {})
-        return object.__new__(generator_cls)
-
-    def __init__(self, seed):
-        self.base = tf.cast(seed, tf.int64)
-        self.draws = 0
-
-    def next(self, ordered=True):
-        self.draws += 1
-        return tf.random.experimental.stateless_fold_in(self.base, self.draws)
-
-
-def seeded_rand_augment(layer, images, seed):
-    """Apply a keras.layers.RandAugment with every random draw keyed by `seed`."""
-    own = layer.generator
-    # what RandAugment hands to each of its ops; object.__setattr__ keeps it
-    # out of the layer's tracked (saved, reseeded) state
-    object.__setattr__(layer, "generator", BatchSeeds(seed))
-    try:
-        return layer(images, training=True)
-    finally:
-        object.__setattr__(layer, "generator", own)
-
-
-def _beta(alpha, seed):
-    a = tf.random.stateless_gamma((), _seed(seed, 2), alpha=alpha)
-    b = tf.random.stateless_gamma((), _seed(seed, 3), alpha=alpha)
-    return a / (a + b)
-
-
-def mix_batch(images, labels, seed, mixup_alpha=0.0, cutmix_alpha=0.0):
-    """Mixup or CutMix with the reversed batch (one of them per batch, 50/50)."""
-    images = tf.cast(images, tf.float32)
-    partner_x, partner_y = tf.reverse(images, [0]), tf.reverse(labels, [0])
-    use_cutmix = cutmix_alpha > 0 and (
-        mixup_alpha <= 0 or tf.random.stateless_uniform((), _seed(seed, 4)) < 0.5)
-
-    def mixup():
-        lam = _beta(mixup_alpha, seed)
-        return lam * images + (1 - lam) * partner_x, lam
-
-    def cutmix():
-        lam = _beta(cutmix_alpha, seed)
-        h, w = images.shape[1], images.shape[2]
-        cut = tf.sqrt(1.0 - lam)
-        ch, cw = tf.cast(cut * h, tf.int32), tf.cast(cut * w, tf.int32)
-        cy = tf.random.stateless_uniform((), _seed(seed, 5), 0, h, tf.int32)
-        cx = tf.random.stateless_uniform((), _seed(seed, 6), 0, w, tf.int32)
-        y0, y1 = tf.maximum(cy - ch // 2, 0), tf.minimum(cy + ch // 2, h)
-        x0, x1 = tf.maximum(cx - cw // 2, 0), tf.minimum(cx + cw // 2, w)
-        ys, xs = tf.range(h)[:, None], tf.range(w)[None, :]
-        box = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
-        box = tf.cast(box, tf.float32)[None, :, :, None]
-        lam = 1.0 - tf.reduce_sum(box) / (h * w)
-        return images * (1 - box) + partner_x * box, lam
-
-    if mixup_alpha <= 0 and cutmix_alpha <= 0:
-        return images, labels
-    mixed, lam = tf.cond(use_cutmix, cutmix, mixup) if isinstance(use_cutmix, tf.Tensor) \
-        else (cutmix() if use_cutmix else mixup())
-    return mixed, lam * labels + (1 - lam) * partner_y
-
-
 def train_dataset(x, y, *, num_classes, batch_size, seed, start_epoch, epochs,
-                  augment="basic", mixup_alpha=0.0, cutmix_alpha=0.0, resample_prob=0.0):
+                  augment="basic", augment_ops=1, mixup_alpha=0.0, cutmix_alpha=0.0,
+                  resample_prob=0.0):
     """Batches for epochs [start_epoch, epochs): (float32 pixels 0-255, one-hot).
 
-    drop_remainder keeps shapes static (steps_per_epoch = len(x) // batch_size).
+    augment: "none", "basic" (crop + flip) or "trivial" (crop + flip, then
+    `augment_ops` TrivialAugment ops per image). drop_remainder keeps shapes
+    static (steps_per_epoch = len(x) // batch_size).
     """
+    if augment not in AUGMENT_POLICIES:
+        raise ValueError(f"unknown augment {augment!r} ({' | '.join(AUGMENT_POLICIES)})")
     n = len(x)
     images = tf.constant(x)
     onehot = tf.one_hot(tf.constant(y), num_classes)
-    randaugment = None
-    if augment == "strong":
-        import keras
-
-        # float32 whatever the mixed-precision policy: augmentation is input work
-        randaugment = keras.layers.RandAugment(value_range=(0, 255), num_ops=2,
-                                               factor=0.5, seed=seed, dtype="float32")
+    strong_ops = aug.trivial_augment_ops() if augment == "trivial" else None
 
     def batch_fn(epoch, step, idx):
         s = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])
         xb = tf.cast(tf.gather(images, idx), tf.float32)
         yb = tf.gather(onehot, idx)
-        if augment in ("basic", "strong"):
-            xb = random_crop_flip(xb, s)
-        if randaugment is not None:
-            xb = seeded_rand_augment(randaugment, xb, _seed(s, 9))
-        xb = random_resample(xb, s, resample_prob)
-        return mix_batch(xb, yb, s, mixup_alpha, cutmix_alpha)
+        if augment != "none":
+            xb = aug.random_crop_flip(xb, s)
+        if strong_ops is not None:
+            xb = aug.trivial_augment(xb, s, strong_ops, augment_ops)
+        xb = aug.random_resample(xb, s, resample_prob)
+        return aug.mix_batch(xb, yb, s, mixup_alpha, cutmix_alpha)
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
@@ -294,7 +171,8 @@ def recipe_dataset(x, y, config, *, seed, start_epoch=0):
     """
     return train_dataset(x, y, num_classes=config.num_classes, batch_size=config.batch_size,
                          seed=seed, start_epoch=start_epoch, epochs=config.epochs,
-                         augment=config.augment, mixup_alpha=config.mixup_alpha,
+                         augment=config.augment, augment_ops=config.augment_ops,
+                         mixup_alpha=config.mixup_alpha,
                          cutmix_alpha=config.cutmix_alpha,
                          resample_prob=config.resample_prob)
 
