@@ -119,12 +119,12 @@ def main(argv=None) -> int:
             return 2
         if notice:  # e.g. offline, using the cached copy
             print(f"note: {notice}")
-        from vit import pretrained, training
+        from vit import model_folder, training
 
         try:
             training.check_same_architecture(init_from, config)
-            pretrained.verify_model_folder(init_from)
-        except (ValueError, pretrained.ModelIntegrityError) as exc:
+            model_folder.verify_model_folder(init_from)
+        except (ValueError, model_folder.ModelIntegrityError) as exc:
             print(f"error: --init-from: {exc}", file=sys.stderr)
             return 2
     output_dir = args.output_dir or os.path.join("runs", args.preset)

@@ -42,25 +42,25 @@ def default_data_dir() -> str | None:
 
 def model_folder(folder: str | None) -> str | None:
     """The folder to load, or None when only the untrained fallback is left."""
-    from vit import pretrained
+    from vit import model_folder
 
     if folder:
         return folder
-    return pretrained.BUNDLED_DIR if pretrained.bundled_available() else None
+    return model_folder.BUNDLED_DIR if model_folder.bundled_available() else None
 
 
 def load_model(folder: str | None):
     """(keras model, description). Falls back loudly to an untrained `compact` model."""
     import vit
-    from vit import pretrained
+    from vit import model_folder
 
     chosen = model_folder(folder)
     if chosen is None:
         print(UNTRAINED_WARNING, flush=True)
         model = vit.build_vit(vit.get_preset("compact"))
         return model, "UNTRAINED compact (random weights)"
-    model = pretrained.load_pretrained(chosen)
-    name = "bundled weights" if chosen == pretrained.BUNDLED_DIR else chosen
+    model = model_folder.load_pretrained(chosen)
+    name = "bundled weights" if chosen == model_folder.BUNDLED_DIR else chosen
     return model, f"{name} ({model.count_params():,} parameters)"
 
 

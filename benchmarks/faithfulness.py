@@ -114,14 +114,14 @@ def main(argv=None) -> int:
 
     import keras
 
-    from vit import card, data, faithfulness, pretrained
+    from vit import card, data, faithfulness, model_folder
     from vit.analysis import LEAD_MAPS
     from vit.inference import Predictor
 
     folder = model_folder(args.model)
     if folder is None:
         raise SystemExit("error: no model folder (no bundled weights and no --model)")
-    model = pretrained.load_pretrained(folder)
+    model = model_folder.load_pretrained(folder)
     calibration_path = os.path.join(folder, "calibration.json")
     temperature = (json.load(open(calibration_path))["temperature"]
                    if os.path.isfile(calibration_path) else 1.0)

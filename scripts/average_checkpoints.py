@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import keras  # noqa: E402
 
-from vit import data, export, training  # noqa: E402
+from vit import data, evaluation, export, model_folder, training  # noqa: E402
 from vit.config import ViTConfig  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     scores, val = {}, {}
     for k in candidates:
         model.set_weights(training.average_weights(models[-k:]) if k > 1 else final_weights)
-        val[k] = training.evaluate(model, x_val, y_val)
+        val[k] = evaluation.evaluate(model, x_val, y_val)
         scores[k] = val[k]["test_top1"]
         print(f"last {k:2d} epochs ({epochs[-k]}-{epochs[-1]}): "
               f"validation top-1 {scores[k]:.4f}", flush=True)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
              "val_loss": val[best]["test_loss"]}
     command = run_metrics["command"]
     if best > 1:  # numbered like history.csv: from random initialisation
-        before = export.epochs_before(state.get("parent"))
+        before = model_folder.epochs_before(state.get("parent"))
         first, last = before + epochs[-best], before + epochs[-1]
         extra["averaged_epochs"] = [first, last]
         command += f"  # then: python scripts/average_checkpoints.py (mean of epochs {first}-{last})"
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
              **{k: run_metrics[k] for k in ("train_images", "val_images", "replicas")
                 if k in run_metrics}}
     metrics = export.export_run(
-        export.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
+        model_folder.without_optimizer(model), state, dataset, args.out, preset=run_metrics["preset"],
         command=command, **extra)
     print(f"chose the last {best} epoch(s) on validation -> {args.out}: "
           f"test top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")

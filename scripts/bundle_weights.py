@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vit import data, export, pretrained, training  # noqa: E402
+from vit import data, export, model_folder, training  # noqa: E402
 from vit.config import ViTConfig  # noqa: E402
 
 FILES = ("config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
@@ -28,7 +28,7 @@ OPTIONAL_FILES = ("calibration.json", "reliability.png", "faithfulness.json")
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", help="a train.py --output-dir folder")
-    p.add_argument("--to", default=pretrained.BUNDLED_DIR)
+    p.add_argument("--to", default=model_folder.BUNDLED_DIR)
     p.add_argument("--data-dir")
     args = p.parse_args()
     if os.path.isdir(args.to):
@@ -45,7 +45,7 @@ def main():
         if model is None:
             sys.exit(f"error: {args.run} has neither metrics.json nor a checkpoint")
         # a fine-tuning run's epochs count from random initialisation
-        before = export.epochs_before(state.get("parent"))
+        before = model_folder.epochs_before(state.get("parent"))
         planned = before + state["config"]["epochs"]
         preset = (state.get("preset")
                   or training.preset_with_architecture(ViTConfig.from_dict(state["config"]))
@@ -55,7 +55,7 @@ def main():
             model, state, data.load_cifar100(args.data_dir), args.to, preset=preset,
             command=f"{command}  # checkpoint after epoch {before + state['epoch']} of {planned}",
             epochs_planned=planned, in_training=True)
-    pretrained.verify_model_folder(args.to)
+    model_folder.verify_model_folder(args.to)
     metrics = json.load(open(os.path.join(args.to, "metrics.json")))
     print(f"bundled {args.run} -> {args.to}: epochs={metrics['epochs']} "
           f"top1={metrics['test_top1']:.4f} top5={metrics['test_top5']:.4f}")

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vit import calibration, card, data, export, pretrained, training  # noqa: E402
+from vit import calibration, card, data, evaluation, export, model_folder  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,9 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", help="CIFAR-100 python folder (else $CIFAR100_DIR, else download)")
     args = p.parse_args(argv)
     try:
-        metrics = pretrained.verify_model_folder(args.folder)
+        metrics = model_folder.verify_model_folder(args.folder)
         dataset = data.load_cifar100(args.data_dir)
-    except (pretrained.ModelIntegrityError, data.DataUnavailableError) as exc:
+    except (model_folder.ModelIntegrityError, data.DataUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     split = (metrics.get("config") or {}).get("validation_split")
@@ -40,10 +40,10 @@ def main(argv=None) -> int:
         print(f"error: {args.folder} was trained without a validation split: nothing held "
               "out to fit a temperature on", file=sys.stderr)
         return 2
-    model = pretrained.load_pretrained(args.folder)
-    logits_test = training.predict_logits(model, dataset.x_test)
+    model = model_folder.load_pretrained(args.folder)
+    logits_test = evaluation.predict_logits(model, dataset.x_test)
     # the recorded test accuracy must be this model's, or the folder is inconsistent
-    top1 = training.logit_metrics(logits_test, dataset.y_test)["test_top1"]
+    top1 = evaluation.logit_metrics(logits_test, dataset.y_test)["test_top1"]
     if "test_top1" in metrics and abs(top1 - metrics["test_top1"]) > 1e-3:
         print(f"warning: test top-1 is {top1:.4f} here, metrics.json says "
               f"{metrics['test_top1']:.4f}", file=sys.stderr)

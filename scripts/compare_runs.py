@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vit.export import read_history_csv  # noqa: E402
+from vit.model_folder import read_history_csv  # noqa: E402
 
 
 def load_run(folder: str) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vit import data, explain, faithfulness, pretrained  # noqa: E402
+from vit import data, explain, faithfulness, model_folder  # noqa: E402
 from vit.inference import Predictor  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main():
 
     import quantus
 
-    model = pretrained.load_pretrained()
+    model = model_folder.load_pretrained()
     pred = Predictor(model, temperature=1.0)  # the raw softmax, as Quantus computes it
     images = data.load_cifar100(args.data_dir).x_test[:args.n]
     rng = np.random.default_rng(args.seed)

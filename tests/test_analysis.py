@@ -90,10 +90,10 @@ def test_mistyped_model_path_serves_the_bundled_model_and_says_why():
 def test_unloadable_model_falls_back_or_serves_untrained_never_crashes(tmp_path, monkeypatch):
     import shutil
 
-    from vit import pretrained
+    from vit import model_folder
 
     broken = tmp_path / "broken"
-    shutil.copytree(pretrained.BUNDLED_DIR, broken)
+    shutil.copytree(model_folder.BUNDLED_DIR, broken)
     weights = broken / "model.weights.h5"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF  # fails the sha256 in metrics.json
@@ -102,7 +102,7 @@ def test_unloadable_model_falls_back_or_serves_untrained_never_crashes(tmp_path,
     assert e.info.trained and e.info.source == "bundled weights"
     assert "bundled model instead" in e.info.notice
     # a Space serving a Hub model has no bundled weights to fall back on
-    monkeypatch.setattr(pretrained, "bundled_available", lambda *a, **k: False)
+    monkeypatch.setattr(model_folder, "bundled_available", lambda *a, **k: False)
     e = Explainer.from_spec(str(broken), warmup=False)
     assert not e.info.trained and str(broken) in e.info.notice and "UNTRAINED" in e.info.notice
 

@@ -57,11 +57,11 @@ def test_explain_returns_label_and_three_maps(client):
 
 
 def test_classify_returns_the_calibrated_probabilities(client):
-    from vit import calibration, pretrained
+    from vit import calibration, model_folder
 
-    temperature = calibration.read_calibration(pretrained.BUNDLED_DIR)["temperature"]
+    temperature = calibration.read_calibration(model_folder.BUNDLED_DIR)["temperature"]
     assert temperature != 1.0
-    model = pretrained.load_pretrained()
+    model = model_folder.load_pretrained()
     explainer = Explainer.from_spec(None, warmup=False)
     pixels = explainer.analyse(EXAMPLE, gradients=False).pixels
     logits = np.asarray(model(pixels[None].astype("float32")))[0]

@@ -188,7 +188,7 @@ def test_calibrate_script_on_a_model_folder(cifar_path, tmp_path):
 
     import vit
     from tests.conftest import ROOT
-    from vit import export
+    from vit import export, model_folder
 
     keras.utils.set_random_seed(0)
     config = vit.get_preset("tiny")
@@ -196,7 +196,7 @@ def test_calibrate_script_on_a_model_folder(cifar_path, tmp_path):
     export.write_model_folder(vit.build_vit(config), folder, config=config,
                               metrics={"preset": "tiny", "test_top1": 0.01}, history=[],
                               label_names=[str(i) for i in range(100)])
-    sha = export.sha256_file(f"{folder}/model.weights.h5")
+    sha = model_folder.sha256_file(f"{folder}/model.weights.h5")
     result = subprocess.run([sys.executable, "scripts/calibrate.py", folder,
                              "--data-dir", cifar_path],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -212,5 +212,5 @@ def test_calibrate_script_on_a_model_folder(cifar_path, tmp_path):
     assert re.fullmatch(r"(\w+=[0-9.e-]+ ?){6}", last)
     assert record["validation"]["images"] == round(50000 * config.validation_split)
     assert record["test"]["images"] == 10000
-    assert export.sha256_file(f"{folder}/model.weights.h5") == sha
+    assert model_folder.sha256_file(f"{folder}/model.weights.h5") == sha
     assert "## Calibration" in open(f"{folder}/README.md").read()

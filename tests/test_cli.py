@@ -10,7 +10,7 @@ import pytest
 
 import vit  # noqa: F401  (registers layers for load_model)
 from tests.conftest import ROOT
-from vit.training import evaluate
+from vit.evaluation import evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import json
 import sys
 
 from tests.conftest import ROOT
-from vit.export import write_history_csv
+from vit.model_folder import write_history_csv
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import compare_runs  # noqa: E402

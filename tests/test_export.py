@@ -9,7 +9,7 @@ import pytest
 
 import vit
 from tests.conftest import ROOT
-from vit import data, export, pretrained, training
+from vit import data, export, model_folder, training
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _export(tiny, folder, epochs, seconds, command, parent_folder=None, shift=0.
     model.set_weights([w + shift for w in tiny[1].get_weights()])
     state = {"config": config, "seed": 0, "history": _history(epochs, seconds),
              "init_from": str(parent_folder) if parent_folder else None,
-             "parent": export.read_lineage(str(parent_folder)) if parent_folder else None}
+             "parent": model_folder.read_lineage(str(parent_folder)) if parent_folder else None}
     return export.export_run(model, state, dataset, str(folder), preset="tiny", command=command)
 
 
@@ -72,7 +72,7 @@ def test_fine_tuned_models_report_every_stage_since_random_init(tiny, tmp_path):
         assert stage["weights_sha256"] == earlier["weights_sha256"]
     assert c["stages"][2]["init_from"] == str(tmp_path / "b")
 
-    rows = export.read_history_csv(str(tmp_path / "c" / "history.csv"))
+    rows = model_folder.read_history_csv(str(tmp_path / "c" / "history.csv"))
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["stage"] for r in rows] == [1, 1, 2, 3, 3, 3]
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["stages"] == c["stages"]
@@ -87,7 +87,7 @@ def test_parent_without_history_still_numbers_epochs_from_random_init(tiny, tmp_
     _export(tiny, tmp_path / "a", 2, 10.0, "python train.py --preset tiny")
     (tmp_path / "a" / "history.csv").unlink()
     b = _export(tiny, tmp_path / "b", 1, 30.0, "python train.py --init-from a", tmp_path / "a")
-    rows = export.read_history_csv(str(tmp_path / "b" / "history.csv"))
+    rows = model_folder.read_history_csv(str(tmp_path / "b" / "history.csv"))
     assert [(r["epoch"], r["stage"]) for r in rows] == [(3, 2)]
     assert b["epochs"] == 3 and b["train_seconds"] == 50.0
 
@@ -137,7 +137,7 @@ def test_export_fits_the_temperature_on_the_training_validation_split(tiny, tmp_
     # the validation split training.fit held out, measured again independently
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
                                              config.validation_split)
-    model = pretrained.load_pretrained(str(tmp_path / "a"))
+    model = model_folder.load_pretrained(str(tmp_path / "a"))
     logits_val = model.predict(x_val.astype("float32"), verbose=0)
     assert record["validation"]["images"] == len(y_val) > 0
     assert record["validation"]["nll_before"] == pytest.approx(

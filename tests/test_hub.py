@@ -29,7 +29,7 @@ PRELUDE = textwrap.dedent('''
     import json, os, sys, time
     import numpy as np
     import vit
-    from vit import hub, pretrained
+    from vit import hub, model_folder
 
     def make_folder(path, seed=0):
         import keras
@@ -123,8 +123,8 @@ def test_train_push_pull_identical_predictions(hub, trained, env):
         d = data._read_pickle(os.path.join(data_dir, "test"))
         x = np.asarray(d["data"][:16], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         predict = lambda m: m.predict(x.astype("float32"), verbose=0)
-        p_local = predict(pretrained.load_pretrained(local))
-        p_resolved = predict(pretrained.load_pretrained(folder))
+        p_local = predict(model_folder.load_pretrained(local))
+        p_resolved = predict(model_folder.load_pretrained(folder))
         p_hf = predict(keras.saving.load_model("hf://user/tiny-vit"))
         result({"folder": folder, "notice": notice, "files": sorted(os.listdir(folder)),
                 "resolved_equal": bool(np.array_equal(p_local, p_resolved)),
@@ -158,7 +158,7 @@ def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
             folder, notice = hub.resolve_model(spec, fallback=work)
             with open(os.path.join(folder, "labels.json")) as f:
                 seen[spec] = {"folder": folder, "notice": notice, "label0": json.load(f)[0]}
-        pretrained.load_pretrained(seen[f"user/pinned@{first.oid}"]["folder"])
+        model_folder.load_pretrained(seen[f"user/pinned@{first.oid}"]["folder"])
         result({"first": first.oid, "second": second.oid, "work": work, "seen": seen})
     ''', env, tmp_path / "work")
     first, second, seen, work = out["first"], out["second"], out["seen"], out["work"]
@@ -249,7 +249,7 @@ def test_publish_space(hub, env, tmp_path):
     assert repo["variables"]["MODEL_REPO"]["value"] == "user/tiny-vit@v1"
     files = hub.files("user/vit-demo", repo_type="space")
     assert files["app.py"] == (project / "app.py").read_bytes()
-    assert {"README.md", "requirements.txt", "vit/__init__.py", "vit/hub.py", "vit/pretrained.py"} <= set(files)
+    assert {"README.md", "requirements.txt", "vit/__init__.py", "vit/hub.py", "vit/model_folder.py"} <= set(files)
     assert files["vit/hub.py"] == (project / "vit" / "hub.py").read_bytes()
     assert not [p for p in files if p.startswith("vit/weights") or p.endswith(".pyc")]
     examples = sorted(p.name for p in (project / "examples").glob("*.png"))
@@ -289,8 +289,8 @@ def test_unreachable_hub_falls_back_fast(kind, tmp_path):
             out["bundled"] = list(hub.resolve_model("user/tiny-vit", timeout=2.0))
         except hub.HubError as exc:
             out["bundled"] = ["error", str(exc)]
-        out["bundled_available"] = pretrained.bundled_available()
-        out["model_ok"] = pretrained.load_pretrained(out["user/tiny-vit"]["folder"]).count_params() > 0
+        out["bundled_available"] = model_folder.bundled_available()
+        out["model_ok"] = model_folder.load_pretrained(out["user/tiny-vit"]["folder"]).count_params() > 0
         if sys.argv[2] == "push":
             try:
                 hub.push_model_folder(fallback, "user/tiny-vit")
@@ -370,9 +370,9 @@ def test_corrupted_weights_are_refused(hub, env, tmp_path):
         folders = {"flipped": broken("flipped", flip),
                    "truncated": broken("truncated", lambda f: f.truncate(size // 2)),
                    "truncated_no_sha": broken("truncated_no_sha", lambda f: f.truncate(size // 2), False)}
-        attempt("good", pretrained.load_pretrained, good)
+        attempt("good", model_folder.load_pretrained, good)
         for name, folder in folders.items():
-            attempt(name, pretrained.load_pretrained, folder)
+            attempt(name, model_folder.load_pretrained, folder)
         attempt("push", hub.push_model_folder, folders["truncated"], "user/corrupt")
 
         # A repo whose weights got corrupted after the card recorded their sha256.

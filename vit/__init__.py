@@ -14,7 +14,7 @@ from .layers import (  # noqa: E402
     SelfAttention, TransformerBlock,
 )
 from .model import block_names, build_vit, with_attention  # noqa: E402
-from .pretrained import load_pretrained  # noqa: E402
+from .model_folder import load_pretrained  # noqa: E402
 
 __all__ = [
     "PRESETS", "ViTConfig", "get_preset", "build_vit", "with_attention", "block_names",

@@ -79,9 +79,9 @@ class Explainer:
     @classmethod
     def from_spec(cls, spec: str | None = None, timeout: float = 3.0, warmup: bool = True):
         """Bundled weights, a local folder, or a Hub repo[@rev] (falls back to bundled)."""
-        from . import hub, pretrained
+        from . import hub, model_folder
 
-        if spec is None and not pretrained.bundled_available():
+        if spec is None and not model_folder.bundled_available():
             return cls.untrained(warmup=warmup)
         try:
             folder, notice = hub.resolve_model(spec, timeout=timeout)
@@ -91,11 +91,11 @@ class Explainer:
                                      f"bundled weights exist. {explainer.info.notice}")
             return explainer
         try:
-            model = pretrained.load_pretrained(folder)
-        except pretrained.ModelIntegrityError as exc:
+            model = model_folder.load_pretrained(folder)
+        except model_folder.ModelIntegrityError as exc:
             if spec is None:  # the bundled weights themselves are broken: say so loudly
                 raise
-            if not pretrained.bundled_available():  # a Space serving a Hub model
+            if not model_folder.bundled_available():  # a Space serving a Hub model
                 explainer = cls.untrained(warmup=warmup)
                 explainer.info.notice = (f"Could not load the model {spec!r} ({exc}). "
                                          f"{explainer.info.notice}")
@@ -106,7 +106,7 @@ class Explainer:
         metrics = _read_json(folder, "metrics.json") or {}
         labels = _read_json(folder, "labels.json") or CIFAR100_LABELS
         source = "bundled weights" if os.path.abspath(folder) == os.path.abspath(
-            pretrained.BUNDLED_DIR) else (spec if spec and not notice else folder)
+            model_folder.BUNDLED_DIR) else (spec if spec and not notice else folder)
         try:
             calibrated = calibration.read_calibration(folder) or {}
         except calibration.CalibrationError as exc:  # serve, but say so

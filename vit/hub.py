@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .pretrained import (  # noqa: F401  (re-exported)
+from .model_folder import (  # noqa: F401  (re-exported)
     BUNDLED_DIR, REQUIRED_FILES, ModelIntegrityError, bundled_available, verify_model_folder,
 )
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from . import data as vdata
 from .config import PRESETS, ViTConfig
+from .model_folder import load_pretrained, read_lineage
 from .model import build_vit
 
 CHECKPOINT_DIR = "checkpoint"
@@ -240,7 +241,7 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     architecture must match `config`. init_name is what the metrics record
     (e.g. the Hub repo rather than its cache path). A resumed run keeps its
     own weights. The checkpoint keeps `command` and the parent's lineage
-    (export.read_lineage), so a run exported mid-training can say what made it.
+    (folder.read_lineage), so a run exported mid-training can say what made it.
     keep_checkpoints: how many of the latest epoch checkpoints stay on disk
     (default 1, or what the checkpoint says when resuming).
     A resume continues with the checkpoint's config, preset name, seed,
@@ -248,8 +249,6 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     the data, the schedule and the numerics stay those of the run being resumed.
     Mixed precision is Keras' global policy: it stays set after fit returns.
     """
-    from .export import read_lineage
-
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     asked = {"limit_train": limit_train, "jit": jit, "mixed_precision": mixed_precision,
              "keep_checkpoints": keep_checkpoints}
@@ -345,8 +344,6 @@ def check_same_architecture(folder: str, config: ViTConfig) -> None:
 
 def load_weights_from(model: keras.Model, folder: str) -> None:
     """Copy a model folder's weights (sha256-checked) into `model`."""
-    from .pretrained import load_pretrained
-
     theirs, ours = load_pretrained(folder).get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
         raise ValueError(f"{folder}: its weights do not fit the config being trained")
@@ -372,22 +369,3 @@ def average_weights(models) -> list[np.ndarray]:
         for acc, w in zip(weights, other_weights):
             acc += w
     return [(acc / len(models)).astype(np.float32) for acc in weights]
-
-
-def predict_logits(model: keras.Model, x, batch_size: int = 256) -> np.ndarray:
-    """Logits for raw pixels, in batches (no augmentation, inference mode)."""
-    return model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
-
-
-def logit_metrics(logits, y) -> dict:
-    """Loss (plain cross-entropy), top-1 and top-5 of precomputed logits."""
-    loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    top5 = np.argsort(-logits, axis=1)[:, :5]
-    return {"test_loss": float(np.mean(loss)),
-            "test_top1": float(np.mean(top5[:, 0] == y)),
-            "test_top5": float(np.mean((top5 == y[:, None]).any(axis=1)))}
-
-
-def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:
-    """Test-split loss (plain cross-entropy), top-1 and top-5."""
-    return logit_metrics(predict_logits(model, x, batch_size), y)

@@ -10,29 +10,29 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from vit import pretrained
-from vit.training import evaluate
+from vit import model_folder
+from vit.evaluation import evaluate
 
-needs_bundle = pytest.mark.skipif(not pretrained.bundled_available(),
+needs_bundle = pytest.mark.skipif(not model_folder.bundled_available(),
                                   reason="no bundled weights in vit/weights/ yet")
 
 
 @needs_bundle
 def test_bundled_folder_is_complete_and_small():
-    names = set(os.listdir(pretrained.BUNDLED_DIR))
+    names = set(os.listdir(model_folder.BUNDLED_DIR))
     assert {"config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
             "curves.png", "README.md"} <= names
-    size = sum(os.path.getsize(os.path.join(pretrained.BUNDLED_DIR, n)) for n in names
-               if os.path.isfile(os.path.join(pretrained.BUNDLED_DIR, n)))
+    size = sum(os.path.getsize(os.path.join(model_folder.BUNDLED_DIR, n)) for n in names
+               if os.path.isfile(os.path.join(model_folder.BUNDLED_DIR, n)))
     assert size <= 25 * 1024 * 1024
-    pretrained.verify_model_folder(pretrained.BUNDLED_DIR)
+    model_folder.verify_model_folder(model_folder.BUNDLED_DIR)
 
 
 @needs_bundle
 @pytest.mark.slow
 def test_bundled_weights_reach_their_documented_accuracy(cifar):
-    metrics = json.loads(open(os.path.join(pretrained.BUNDLED_DIR, "metrics.json")).read())
-    model = pretrained.load_pretrained()
+    metrics = json.loads(open(os.path.join(model_folder.BUNDLED_DIR, "metrics.json")).read())
+    model = model_folder.load_pretrained()
     measured = evaluate(model, cifar.x_test, cifar.y_test)
     assert measured["test_top1"] == pytest.approx(metrics["test_top1"], abs=0.005)
     assert measured["test_top5"] == pytest.approx(metrics["test_top5"], abs=0.005)

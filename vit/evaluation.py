@@ -1,0 +1,29 @@
+"""Test-split evaluation: logits in batches, loss, top-1 and top-5.
+
+Shared by the end of training (vit.export), the checkpoint scripts and the
+benchmarks, so every figure in a model card is computed the same way.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def predict_logits(model: keras.Model, x, batch_size: int = 256) -> np.ndarray:
+    """Logits for raw pixels, in batches (no augmentation, inference mode)."""
+    return model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+
+
+def logit_metrics(logits, y) -> dict:
+    """Loss (plain cross-entropy), top-1 and top-5 of precomputed logits."""
+    loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    return {"test_loss": float(np.mean(loss)),
+            "test_top1": float(np.mean(top5[:, 0] == y)),
+            "test_top5": float(np.mean((top5 == y[:, None]).any(axis=1)))}
+
+
+def evaluate(model: keras.Model, x, y, batch_size: int = 256) -> dict:
+    """Test-split loss (plain cross-entropy), top-1 and top-5."""
+    return logit_metrics(predict_logits(model, x, batch_size), y)
