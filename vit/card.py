@@ -108,15 +108,25 @@ Measured with `{{ faithfulness.command }}`.{% endif %}
 {% endfor %}{% endif %}
 {% endif %}## Usage
 
+```bash
+pip install "git+https://github.com/OWNER/REPO"  # the project's `vit` package (Keras 3, TensorFlow)
+```
+
 ```python
-import keras, numpy as np
-import vit  # registers the custom layers (pip install -r requirements.txt from the project)
+import json, keras, numpy as np
+from huggingface_hub import hf_hub_download
+from vit.images import to_model_input  # importing vit registers the custom layers
 
 model = keras.saving.load_model("hf://{{ repo_id }}")
-pixels = np.zeros((1, 32, 32, 3), "uint8")  # raw RGB 0-255; the model normalises itself
-{% if calibration %}probs = keras.ops.softmax(model(pixels) / {{ calibration.temperature }}).numpy()  # calibrated (T above)
-{% else %}probs = keras.ops.softmax(model(pixels)).numpy()
-{% endif %}```
+labels = json.load(open(hf_hub_download("{{ repo_id }}", "labels.json")))
+pixels = to_model_input("photo.jpg")[None]  # centre crop, 32x32 RGB 0-255; the model normalises itself
+{% if calibration %}probs = keras.ops.softmax(model(pixels) / {{ calibration.temperature }}).numpy()[0]  # calibrated (T above)
+{% else %}probs = keras.ops.softmax(model(pixels)).numpy()[0]
+{% endif %}for i in np.argsort(probs)[::-1][:5]:
+    print(f"{labels[i]}: {probs[i]:.1%}")
+```
+
+(`OWNER/REPO`: the project's GitHub repository.)
 
 Every block's attention comes out of the same forward pass with
 `vit.with_attention(model)`; the project's Gradio app turns it into rollout,
