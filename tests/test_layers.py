@@ -4,7 +4,10 @@ import inspect
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
+from absl.testing import parameterized
+from keras.src import testing as keras_testing
 
 import vit
 from vit import layers
@@ -82,7 +85,7 @@ def test_transformer_block_rejects_mlp_that_cannot_join_residual():
     with pytest.raises(ValueError, match="cannot be added"):
         layers.TransformerBlock(4, 64, (2048, 1024))(np.zeros((1, 4, 64), "float32"))
     with pytest.raises(ValueError, match="projection_dim"):
-        vit.ViTConfig(mlp_units=(2048, 1024))
+        vit.ViTConfig().replace(mlp_units=(2048, 1024))
 
 
 @pytest.mark.parametrize("layer", [
@@ -101,3 +104,78 @@ def test_get_config_round_trip(layer):
     assert params <= set(config), params - set(config)  # every argument is serialised
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
+
+
+# Keras' own layer harness: config and serialisation round trips, build, symbolic
+# and eager calls, a compiled training step, and a mixed_float16 instance whose
+# outputs must have the dtypes its compute_output_spec promises and whose weights
+# must stay float32. The mixed check is what catches sub-layers that ignore the
+# layer's dtype policy (they crash on float16 inputs or return float32).
+HARNESS_CASES = [
+    dict(testcase_name="Preprocess", layer_cls=layers.Preprocess,
+         init_kwargs={"mean": (0.1, 0.2, 0.3), "std": (1.0, 2.0, 3.0)},
+         input_shape=(2, 8, 8, 3), expected_output_shape=(2, 8, 8, 3),
+         expected_num_trainable_weights=0),
+    dict(testcase_name="Patches", layer_cls=layers.Patches, init_kwargs={"patch_size": 4},
+         input_shape=(2, 8, 8, 3), expected_output_shape=(2, 4, 48),
+         expected_num_trainable_weights=0),
+    dict(testcase_name="ConvTokenizer", layer_cls=layers.ConvTokenizer,
+         init_kwargs={"channels": (4, 8)}, input_shape=(2, 8, 8, 3),
+         expected_output_shape=(2, 4, 8), expected_num_trainable_weights=2),
+    dict(testcase_name="PatchEncoder", layer_cls=layers.PatchEncoder,
+         init_kwargs={"num_patches": 4, "projection_dim": 8, "project": True,
+                      "class_token": True},
+         input_shape=(2, 4, 6), expected_output_shape=(2, 5, 8),
+         expected_num_trainable_weights=4),
+    dict(testcase_name="PatchEncoder_no_projection", layer_cls=layers.PatchEncoder,
+         init_kwargs={"num_patches": 4, "projection_dim": 8, "project": False,
+                      "class_token": True},
+         input_shape=(2, 4, 8), expected_output_shape=(2, 5, 8),
+         expected_num_trainable_weights=2),
+    dict(testcase_name="SelfAttention", layer_cls=layers.SelfAttention,
+         init_kwargs={"num_heads": 2, "key_dim": 4, "dropout": 0.1, "locality": True},
+         input_shape=(2, 5, 8), expected_output_shape=((2, 5, 8), (2, 2, 5, 5)),
+         expected_num_trainable_weights=5, expected_num_seed_generators=1),
+    dict(testcase_name="DropPath", layer_cls=layers.DropPath,
+         init_kwargs={"rate": 0.2, "seed": 5}, call_kwargs={"training": True},
+         input_shape=(2, 5, 8), expected_output_shape=(2, 5, 8),
+         expected_num_trainable_weights=0, expected_num_seed_generators=1),
+    dict(testcase_name="TransformerBlock", layer_cls=layers.TransformerBlock,
+         init_kwargs={"num_heads": 2, "key_dim": 4, "mlp_units": (16, 8),
+                      "attention_dropout": 0.1, "mlp_dropout": 0.1, "locality": True,
+                      "drop_path": 0.1},
+         input_shape=(2, 5, 8), expected_output_shape=((2, 5, 8), (2, 2, 5, 5)),
+         expected_num_trainable_weights=13),
+    dict(testcase_name="ClassTokenPool", layer_cls=layers.ClassTokenPool, init_kwargs={},
+         input_shape=(2, 5, 8), expected_output_shape=(2, 8),
+         expected_num_trainable_weights=0),
+]
+
+
+class KerasLayerHarness(keras_testing.TestCase):
+    """Every layer in vit.layers passes keras.src.testing's run_layer_test."""
+
+    @parameterized.named_parameters(*HARNESS_CASES)
+    def test_run_layer_test(self, layer_cls, init_kwargs, input_shape,
+                            expected_output_shape, **kwargs):
+        self.run_layer_test(layer_cls, init_kwargs, input_shape=input_shape,
+                            expected_output_shape=expected_output_shape,
+                            run_training_check=True, run_mixed_precision_check=True,
+                            **kwargs)
+
+
+def test_mixed_float16_block_matches_float32_with_the_same_weights():
+    """The mixed layer must compute the same function, not just return float16."""
+    x = np.random.default_rng(4).normal(size=(2, 9, 16)).astype("float32")
+    args = dict(num_heads=2, key_dim=8, mlp_units=(32, 16), locality=True)
+    ref_layer = layers.TransformerBlock(**args)
+    ref_out, ref_probs = ref_layer(x)
+    mixed = layers.TransformerBlock(**args, dtype="mixed_float16")
+    mixed.build(x.shape)
+    mixed.set_weights(ref_layer.get_weights())
+    out, probs = mixed(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    assert keras.backend.standardize_dtype(probs.dtype) == "float32"
+    assert {w.dtype for w in mixed.weights} == {"float32"}
+    np.testing.assert_allclose(np.asarray(out, "float32"), np.asarray(ref_out), atol=1e-2)
+    np.testing.assert_allclose(np.asarray(probs), np.asarray(ref_probs), atol=2e-3)

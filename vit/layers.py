@@ -3,6 +3,11 @@
 Everything uses `keras.ops`, so the layers run on any Keras backend, and is
 registered for serialisation, so `keras.saving.load_model` rebuilds models
 after `import vit`.
+
+Mixed precision follows the Keras 3 idiom: every sub-layer gets the owner's
+`dtype=self.dtype_policy`, weights are created in the variable dtype (float32)
+and maths runs in `self.compute_dtype`, so `Layer(..., dtype="mixed_float16")`
+works on its own instead of relying on a global policy.
 """
 
 from __future__ import annotations
@@ -83,11 +88,11 @@ class ConvTokenizer(keras.layers.Layer):
         self.convs = [
             keras.layers.Conv2D(c, 3, padding="same", use_bias=False,
                                 activation="relu", kernel_initializer="he_normal",
-                                name=f"conv_{i}")
+                                dtype=self.dtype_policy, name=f"conv_{i}")
             for i, c in enumerate(self.channels)
         ]
         self.pools = [keras.layers.MaxPooling2D(3, strides=2, padding="same",
-                                                name=f"pool_{i}")
+                                                dtype=self.dtype_policy, name=f"pool_{i}")
                       for i in range(len(self.channels))]
 
     def build(self, input_shape):
@@ -124,13 +129,14 @@ class PatchEncoder(keras.layers.Layer):
         self.projection_dim = int(projection_dim)
         self.project = bool(project)
         self.class_token = bool(class_token)
-        self.projection = (keras.layers.Dense(self.projection_dim, name="projection")
+        self.projection = (keras.layers.Dense(self.projection_dim, name="projection",
+                                              dtype=self.dtype_policy)
                            if self.project else None)
         self.position_embedding = keras.layers.Embedding(
             self.num_patches + int(self.class_token), self.projection_dim,
             embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02)
             if self.class_token else "uniform",
-            name="position_embedding")
+            dtype=self.dtype_policy, name="position_embedding")
 
     def build(self, input_shape):
         if self.projection is not None:
@@ -145,7 +151,8 @@ class PatchEncoder(keras.layers.Layer):
         x = self.projection(patches) if self.projection is not None else patches
         if self.class_token:
             cls = ops.cast(ops.broadcast_to(self.cls, (ops.shape(x)[0], 1,
-                                                       self.projection_dim)), x.dtype)
+                                                       self.projection_dim)),
+                           self.compute_dtype)
             x = ops.concatenate([cls, x], axis=1)
         positions = ops.arange(self.num_patches + int(self.class_token))
         return x + self.position_embedding(positions)
@@ -160,6 +167,14 @@ class PatchEncoder(keras.layers.Layer):
                 "class_token": self.class_token}
 
 
+def _attention_output_spec(layer, x):
+    """(tokens in compute dtype, float32 probabilities): the default spec would
+    claim both are in compute dtype, which is wrong under mixed precision."""
+    tokens, probs = layer.compute_output_shape(x.shape)
+    return (keras.KerasTensor(tokens, dtype=layer.compute_dtype),
+            keras.KerasTensor(probs, dtype="float32"))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SelfAttention(keras.layers.Layer):
     """Multi-head self-attention that also returns its probabilities.
@@ -167,7 +182,8 @@ class SelfAttention(keras.layers.Layer):
     Same parameters as `keras.layers.MultiHeadAttention` (fused q/k/v), plus
     optional locality self-attention (Lee et al. 2021): the diagonal is
     masked and the softmax temperature is learned. The softmax runs in
-    float32 so the returned (B, heads, T, T) maps are exact probabilities.
+    float32 so the returned (B, heads, T, T) maps are exact probabilities;
+    they stay float32 under mixed precision (see compute_output_spec).
     """
 
     def __init__(self, num_heads, key_dim, dropout=0.0, locality=False, **kwargs):
@@ -176,7 +192,7 @@ class SelfAttention(keras.layers.Layer):
         self.key_dim = int(key_dim)
         self.dropout = float(dropout)
         self.locality = bool(locality)
-        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -197,8 +213,10 @@ class SelfAttention(keras.layers.Layer):
     def call(self, x, training=None):
         tokens = x.shape[1]
         h, k = self.num_heads, self.key_dim
-        qkv = ops.matmul(x, ops.cast(self.qkv_kernel, x.dtype))
-        qkv = qkv + ops.cast(self.qkv_bias, x.dtype)
+        dtype = self.compute_dtype
+        x = ops.cast(x, dtype)
+        qkv = ops.matmul(x, ops.cast(self.qkv_kernel, dtype))
+        qkv = qkv + ops.cast(self.qkv_bias, dtype)
         qkv = ops.transpose(ops.reshape(qkv, (-1, tokens, 3, h, k)), (2, 0, 3, 1, 4))
         q, key, v = qkv[0], qkv[1], qkv[2]
         logits = ops.cast(ops.matmul(q, ops.transpose(key, (0, 1, 3, 2))), "float32")
@@ -209,15 +227,18 @@ class SelfAttention(keras.layers.Layer):
         else:
             logits = logits * (1.0 / math.sqrt(k))
         probs = ops.softmax(logits, axis=-1)
-        dropped = self.dropout_layer(ops.cast(probs, x.dtype), training=training)
+        dropped = self.dropout_layer(ops.cast(probs, dtype), training=training)
         out = ops.matmul(dropped, v)  # (B, h, T, k)
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, tokens, h * k))
-        out = ops.matmul(out, ops.cast(self.out_kernel, x.dtype))
-        return out + ops.cast(self.out_bias, x.dtype), probs
+        out = ops.matmul(out, ops.cast(self.out_kernel, dtype))
+        return out + ops.cast(self.out_bias, dtype), probs
 
     def compute_output_shape(self, input_shape):
         b, t, _ = input_shape
         return input_shape, (b, self.num_heads, t, t)
+
+    def compute_output_spec(self, x, training=None):
+        return _attention_output_spec(self, x)
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
@@ -266,15 +287,20 @@ class TransformerBlock(keras.layers.Layer):
         self.locality = bool(locality)
         self.drop_path = float(drop_path)
         self.epsilon = float(epsilon)
-        self.norm1 = keras.layers.LayerNormalization(epsilon=self.epsilon, name="norm1")
+        policy = self.dtype_policy
+        self.norm1 = keras.layers.LayerNormalization(epsilon=self.epsilon, dtype=policy,
+                                                     name="norm1")
         self.attention = SelfAttention(self.num_heads, self.key_dim,
                                        dropout=self.attention_dropout,
-                                       locality=self.locality, name="attention")
-        self.norm2 = keras.layers.LayerNormalization(epsilon=self.epsilon, name="norm2")
-        self.dense = [keras.layers.Dense(u, activation="gelu", name=f"mlp_{i}")
+                                       locality=self.locality, dtype=policy,
+                                       name="attention")
+        self.norm2 = keras.layers.LayerNormalization(epsilon=self.epsilon, dtype=policy,
+                                                     name="norm2")
+        self.dense = [keras.layers.Dense(u, activation="gelu", dtype=policy, name=f"mlp_{i}")
                       for i, u in enumerate(self.mlp_units)]
-        self.dropouts = [keras.layers.Dropout(self.mlp_dropout) for _ in self.mlp_units]
-        self.path_drop = DropPath(self.drop_path, name="drop_path")
+        self.dropouts = [keras.layers.Dropout(self.mlp_dropout, dtype=policy)
+                         for _ in self.mlp_units]
+        self.path_drop = DropPath(self.drop_path, dtype=policy, name="drop_path")
 
     def build(self, input_shape):
         if input_shape[-1] != self.mlp_units[-1]:
@@ -299,6 +325,9 @@ class TransformerBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, t, _ = input_shape
         return input_shape, (b, self.num_heads, t, t)
+
+    def compute_output_spec(self, x, training=None):
+        return _attention_output_spec(self, x)
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
