@@ -54,16 +54,16 @@ def parse_args(argv=None):
 
 def parse_overrides(config, items: list[str]) -> dict:
     """["resample_prob=0.5", "conv_channels=64,128"] -> typed ViTConfig changes."""
-    import dataclasses
+    from vit.config import ARCHITECTURE_FIELDS, RECIPE_FIELDS
 
-    fields = {f.name: f for f in dataclasses.fields(config)}
+    fields = set(ARCHITECTURE_FIELDS) | set(RECIPE_FIELDS)
     changes = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or name not in fields:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                              f"{', '.join(sorted(fields))}")
-        current = getattr(config, name)
+        current = config.get(name)
         try:
             if isinstance(current, bool):
                 if text.lower() not in ("true", "false", "1", "0"):

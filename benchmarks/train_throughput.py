@@ -67,9 +67,9 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
         config = config.replace(batch_size=batch_size)
     total = warmup + steps
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (config.batch_size * total, config.image_size,
-                              config.image_size, 3), dtype=np.uint8)
-    y = rng.integers(0, config.num_classes, len(x))
+    x = rng.integers(0, 256, (config.recipe.batch_size * total, config.arch.image_size,
+                              config.arch.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, config.arch.num_classes, len(x))
     keras.utils.set_random_seed(0)
     model = vit.build_vit(config)
     training.compile_model(model, config, steps_per_epoch=total, jit=jit)
@@ -80,9 +80,9 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
               shuffle=False)
     wall = time.perf_counter() - t0
     step = statistics.median(timer.times)
-    result = dict(preset=preset, batch=config.batch_size, params=model.count_params(),
+    result = dict(preset=preset, batch=config.recipe.batch_size, params=model.count_params(),
                   steps=len(timer.times), step_ms=1000 * step,
-                  ips=config.batch_size / step, wall=wall)
+                  ips=config.recipe.batch_size / step, wall=wall)
     keras.backend.clear_session()
     return result
 

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                  or "off")
     training.set_precision(precision)
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
-                                             config.validation_split)
+                                             config.recipe.validation_split)
     models = [keras.saving.load_model(path, compile=False) for path in snapshots]
     model = keras.saving.load_model(snapshots[-1], compile=False)  # scratch: gets each mean
     final_weights = models[-1].get_weights()

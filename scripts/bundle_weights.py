@@ -46,7 +46,7 @@ def main():
             sys.exit(f"error: {args.run} has neither metrics.json nor a checkpoint")
         # a fine-tuning run's epochs count from random initialisation
         before = model_folder.epochs_before(state.get("parent"))
-        planned = before + state["config"]["epochs"]
+        planned = before + ViTConfig.from_dict(state["config"]).recipe.epochs
         preset = (state.get("preset")
                   or training.preset_with_architecture(ViTConfig.from_dict(state["config"]))
                   or "custom")

@@ -4,7 +4,7 @@
 
 For model folders written before train.py calibrated at export (the bundled
 one included). The validation split is the one the folder's own training
-held out (metrics.json["config"]["validation_split"], vit.data.train_val_split),
+held out (the recipe's validation_split in metrics.json, vit.data.train_val_split),
 so T is fitted on images the model never trained on; the test split is only
 measured. Writes MODEL_FOLDER/{calibration.json, reliability.png} and
 regenerates its README.md; the weights are only read.
@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vit import calibration, card, data, evaluation, export, model_folder  # noqa: E402
+from vit.config import ViTConfig  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,7 +32,8 @@ def main(argv=None) -> int:
     except (model_folder.ModelIntegrityError, data.DataUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    split = (metrics.get("config") or {}).get("validation_split")
+    split = (ViTConfig.from_dict(metrics["config"]).recipe.validation_split
+             if metrics.get("config") else None)
     if split is None:
         print(f"error: {args.folder}/metrics.json records no config.validation_split, so the "
               "held-out images are unknown", file=sys.stderr)

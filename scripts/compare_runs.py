@@ -54,7 +54,7 @@ def load_run_in_training(folder: str) -> dict:
     metrics = {"preset": state.get("preset") or training.preset_with_architecture(config) or "?",
                "parameters": vit.build_vit(config).count_params(),
                "images_per_second": images / seconds if seconds else None,
-               "epochs": f"{state['epoch']} of {config.epochs}", "train_seconds": seconds,
+               "epochs": f"{state['epoch']} of {config.recipe.epochs}", "train_seconds": seconds,
                "test_top1": None, "test_top5": None}
     return {"folder": folder, "metrics": metrics, "history": history,
             "hours": cumulative_hours(history)}

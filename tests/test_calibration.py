@@ -210,7 +210,7 @@ def test_calibrate_script_on_a_model_folder(cifar_path, tmp_path):
                     f"test_ece_after={record['test']['ece_after']} "
                     f"not_sure_threshold={record['not_sure']['threshold']}")
     assert re.fullmatch(r"(\w+=[0-9.e-]+ ?){6}", last)
-    assert record["validation"]["images"] == round(50000 * config.validation_split)
+    assert record["validation"]["images"] == round(50000 * config.recipe.validation_split)
     assert record["test"]["images"] == 10000
     assert model_folder.sha256_file(f"{folder}/model.weights.h5") == sha
     assert "## Calibration" in open(f"{folder}/README.md").read()

@@ -33,7 +33,8 @@ def test_cli_writes_complete_model_folder(cifar_path, cifar, tmp_path):
                 "images_per_second", "preset", "config", "weights_sha256"):
         assert key in metrics, key
     assert metrics["epochs"] == 2 and metrics["preset"] == "tiny"
-    assert metrics["config"]["batch_size"] == 32 and metrics["config"]["learning_rate"] == 0.002
+    recipe = metrics["config"]["recipe"]
+    assert recipe["batch_size"] == 32 and recipe["learning_rate"] == 0.002
     assert metrics["test_top5"] >= metrics["test_top1"]
     assert json.loads((out / "labels.json").read_text()) == cifar.label_names
     rows = list(csv.DictReader((out / "history.csv").open()))
@@ -75,7 +76,8 @@ def test_fine_tune_from_a_model_folder_with_config_overrides(cifar_path, tmp_pat
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     tuned_m = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
     assert tuned_m["init_from"] == str(tmp_path / "base")
-    assert tuned_m["config"]["resample_prob"] == 0.5 and tuned_m["config"]["warmup_epochs"] == 0
+    tuned_recipe = tuned_m["config"]["recipe"]
+    assert tuned_recipe["resample_prob"] == 0.5 and tuned_recipe["warmup_epochs"] == 0
     # It reports both stages: totals since random initialisation, and each command.
     base_m = json.loads((tmp_path / "base" / "metrics.json").read_text())
     assert tuned_m["epochs"] == 3 and [st["epochs"] for st in tuned_m["stages"]] == [2, 1]

@@ -141,9 +141,9 @@ def test_recipe_dataset_takes_every_recipe_field_from_the_config(cifar, field, v
 
     got = batches(data.recipe_dataset(x, y, config, seed=3, start_epoch=1))
     explicit = batches(data.train_dataset(
-        x, y, num_classes=100, batch_size=config.batch_size, seed=3, start_epoch=1,
-        epochs=config.epochs, augment=config.augment, mixup_alpha=config.mixup_alpha,
-        cutmix_alpha=config.cutmix_alpha, resample_prob=config.resample_prob))
+        x, y, num_classes=100, batch_size=config.recipe.batch_size, seed=3, start_epoch=1,
+        epochs=config.recipe.epochs, augment=config.recipe.augment, mixup_alpha=config.recipe.mixup_alpha,
+        cutmix_alpha=config.recipe.cutmix_alpha, resample_prob=config.recipe.resample_prob))
     without = batches(data.recipe_dataset(x, y, base, seed=3, start_epoch=1))
     assert same(got, explicit)
     assert not same(got, without)

@@ -136,7 +136,7 @@ def test_export_fits_the_temperature_on_the_training_validation_split(tiny, tmp_
     assert record is not None and (tmp_path / "a" / "reliability.png").is_file()
     # the validation split training.fit held out, measured again independently
     _, (x_val, y_val) = data.train_val_split(dataset.x_train, dataset.y_train,
-                                             config.validation_split)
+                                             config.recipe.validation_split)
     model = model_folder.load_pretrained(str(tmp_path / "a"))
     logits_val = model.predict(x_val.astype("float32"), verbose=0)
     assert record["validation"]["images"] == len(y_val) > 0
@@ -147,7 +147,7 @@ def test_export_fits_the_temperature_on_the_training_validation_split(tiny, tmp_
     assert record["test"]["images"] == len(dataset.y_test)
     assert record["test"]["nll_before"] == pytest.approx(metrics["test_loss"], abs=2e-4)
     assert record["test"]["top1"] == pytest.approx(metrics["test_top1"], abs=1e-4)
-    assert f"validation_split {config.validation_split:g}" in record["fitted_on"]
+    assert f"validation_split {config.recipe.validation_split:g}" in record["fitted_on"]
 
     card = (tmp_path / "a" / "README.md").read_text()
     assert "## Calibration" in card and f"T = {record['temperature']:.4g}" in card

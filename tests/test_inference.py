@@ -27,10 +27,10 @@ def images():
 def test_layout_read_from_model(predictor):
     config = vit.get_preset("tiny")
     assert predictor.has_class_token is True
-    assert predictor.grid_size == config.grid_size == 4
-    assert predictor.patch_px == config.grid_stride == 8
-    assert predictor.num_blocks == config.num_blocks
-    assert predictor.num_heads == config.num_heads
+    assert predictor.grid_size == config.arch.grid_size == 4
+    assert predictor.patch_px == config.arch.grid_stride == 8
+    assert predictor.num_blocks == config.arch.num_blocks
+    assert predictor.num_heads == config.arch.num_heads
     assert predictor.num_tokens == 17
 
 

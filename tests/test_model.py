@@ -17,11 +17,11 @@ def test_one_forward_gives_logits_and_every_blocks_attention(name):
     model = vit.build_vit(config)
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     out = vit.with_attention(model)(x)
-    tokens = config.num_patches + int(config.has_class_token)
+    tokens = config.arch.num_patches + int(config.arch.has_class_token)
     assert out["logits"].shape == (2, 100)
-    assert len(out["attention"]) == config.num_blocks
+    assert len(out["attention"]) == config.arch.num_blocks
     for a in out["attention"]:
-        assert a.shape == (2, config.num_heads, tokens, tokens)
+        assert a.shape == (2, config.arch.num_heads, tokens, tokens)
         np.testing.assert_allclose(np.asarray(a).sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out["logits"]), np.asarray(model(x)), atol=1e-5)
 

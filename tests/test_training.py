@@ -113,7 +113,7 @@ def test_checkpoint_from_before_settings_resumes(cifar, tmp_path, capsys):
     old = json.loads(latest.read_text())
     for key in ("settings", "preset"):  # what older code did not write
         old.pop(key)
-    old["config"]["epochs"] = 2
+    old["config"]["recipe"]["epochs"] = 2
     latest.write_text(json.dumps(old))
     _, state = training.fit(config, cifar, str(tmp_path), resume=True, limit_train=256,
                             verbose=0)
@@ -128,9 +128,9 @@ def test_an_epoch_that_runs_out_of_data_is_not_saved(tmp_path):
     config = vit.get_preset("tiny")
     model = vit.build_vit(config)
     training.compile_model(model, config, steps_per_epoch=3)
-    x = np.zeros((2 * config.batch_size, 32, 32, 3), np.float32)
+    x = np.zeros((2 * config.recipe.batch_size, 32, 32, 3), np.float32)
     y = np.eye(100, dtype=np.float32)[np.zeros(len(x), int)]
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(config.batch_size)  # 2 batches
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(config.recipe.batch_size)  # 2 batches
     callback = training.EpochCheckpoint(str(tmp_path), config, 0, [], 0.0, steps=3)
     with pytest.raises(RuntimeError, match="ran out of data after 2 of 3"):
         model.fit(data, epochs=1, steps_per_epoch=3, callbacks=[callback], verbose=0)

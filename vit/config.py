@@ -1,4 +1,4 @@
-"""ViT configuration dataclass and named presets.
+"""ViT configuration (architecture + training recipe) and named presets.
 
 Every preset documents the command that trains it, its cost on the reference
 2-core CPU and the accuracy it reached (big_vision style), so users can pick
@@ -15,10 +15,14 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 @dataclass
-class ViTConfig:
-    """Architecture plus the training recipe that goes with it."""
+class Architecture:
+    """What fixes the network's weights and its inference function.
 
-    # --- architecture -----------------------------------------------------
+    Two configs with equal architectures can exchange weights (fine-tuning,
+    checkpoint averaging); everything that only acts while training (dropout,
+    drop-path, the optimiser, augmentation) is in `Recipe`.
+    """
+
     image_size: int = 32
     num_classes: int = 100
     # "patch": linear projection of flattened patches (classic ViT);
@@ -31,31 +35,12 @@ class ViTConfig:
     num_heads: int = 4
     key_dim: int = 64
     mlp_units: tuple = (128, 64)  # block MLP; last entry must equal projection_dim
-    attention_dropout: float = 0.1
-    mlp_dropout: float = 0.1
     locality_attention: bool = False  # LSA: mask self-attention, learn temperature
-    stochastic_depth: float = 0.0  # max drop-path rate (linear over blocks)
     layer_norm_eps: float = 1e-6
     # "flatten": the tutorial's LayerNorm -> Flatten -> MLP head (no class token);
     # "class_token": a learned [CLS] token, classified after the last block.
     pooling: str = "flatten"
     head_units: tuple = (2048, 1024)
-    head_dropout: float = 0.5
-    # --- training recipe ----------------------------------------------------
-    epochs: int = 100
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    augment: str = "basic"  # none | basic (crop+flip) | trivial (+TrivialAugment, vit.augment)
-    augment_ops: int = 1  # augment="trivial": ops per image (1 = TrivialAugment)
-    # share of training images sent through an upscale + antialiased shrink
-    # round trip (robustness to how uploads are resized; see augment.random_resample)
-    resample_prob: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    validation_split: float = 0.1
 
     def __post_init__(self):
         self.conv_channels = tuple(self.conv_channels)
@@ -73,12 +58,6 @@ class ViTConfig:
             raise ValueError("the last tokenizer conv must output projection_dim")
         if self.pooling not in ("flatten", "class_token"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
-        if self.augment not in ("none", "basic", "trivial"):
-            raise ValueError(f"unknown augment {self.augment!r} (none | basic | trivial)")
-        if self.augment_ops < 1:
-            raise ValueError("augment_ops must be at least 1")
-        if not 0.0 <= self.resample_prob <= 1.0:
-            raise ValueError(f"resample_prob {self.resample_prob} is not a probability")
         if self.image_size % self.grid_stride:
             raise ValueError("image_size must be divisible by the token stride")
 
@@ -101,17 +80,81 @@ class ViTConfig:
     def has_class_token(self) -> bool:
         return self.pooling == "class_token"
 
+
+@dataclass
+class Recipe:
+    """How the network is trained: regularisation, optimiser, schedule, data."""
+
+    attention_dropout: float = 0.1
+    mlp_dropout: float = 0.1
+    stochastic_depth: float = 0.0  # max drop-path rate (linear over blocks)
+    head_dropout: float = 0.5
+    epochs: int = 100
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    augment: str = "basic"  # none | basic (crop+flip) | trivial (+TrivialAugment, vit.augment)
+    augment_ops: int = 1  # augment="trivial": ops per image (1 = TrivialAugment)
+    # share of training images sent through an upscale + antialiased shrink
+    # round trip (robustness to how uploads are resized; see augment.random_resample)
+    resample_prob: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    validation_split: float = 0.1
+
+    def __post_init__(self):
+        if self.augment not in ("none", "basic", "trivial"):
+            raise ValueError(f"unknown augment {self.augment!r} (none | basic | trivial)")
+        if self.augment_ops < 1:
+            raise ValueError("augment_ops must be at least 1")
+        if not 0.0 <= self.resample_prob <= 1.0:
+            raise ValueError(f"resample_prob {self.resample_prob} is not a probability")
+
+
+ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Architecture))
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+@dataclass
+class ViTConfig:
+    """A preset: the architecture plus the recipe that trains it."""
+
+    arch: Architecture = field(default_factory=Architecture)
+    recipe: Recipe = field(default_factory=Recipe)
+
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        def plain(part):
+            return {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in dataclasses.asdict(part).items()}
+        return {"architecture": plain(self.arch), "recipe": plain(self.recipe)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ViTConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Nested (this version) or flat (metrics.json and checkpoints written
+        before the split): both load, so old folders and runs keep working."""
+        if "architecture" in d or "recipe" in d:
+            flat = {**d.get("architecture", {}), **d.get("recipe", {})}
+        else:
+            flat = d
+        return cls(Architecture(**{k: v for k, v in flat.items() if k in ARCHITECTURE_FIELDS}),
+                   Recipe(**{k: v for k, v in flat.items() if k in RECIPE_FIELDS}))
 
     def replace(self, **changes) -> "ViTConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with fields changed by name, whichever part owns them
+        (what `train.py --set FIELD=VALUE` needs)."""
+        unknown = set(changes) - set(ARCHITECTURE_FIELDS) - set(RECIPE_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        arch = {k: v for k, v in changes.items() if k in ARCHITECTURE_FIELDS}
+        recipe = {k: v for k, v in changes.items() if k in RECIPE_FIELDS}
+        return ViTConfig(dataclasses.replace(self.arch, **arch),
+                         dataclasses.replace(self.recipe, **recipe))
+
+    def get(self, name: str):
+        """A field by name from whichever part owns it (for the CLI and logs)."""
+        return getattr(self.arch if name in ARCHITECTURE_FIELDS else self.recipe, name)
 
 
 PRESETS: dict[str, ViTConfig] = {
@@ -133,35 +176,41 @@ PRESETS: dict[str, ViTConfig] = {
     # CPU (2 cores): 145 img/s (165 with --jit), 80 epochs in 6.2 h; test top-1
     # 64.9%, top-5 87.0% (README "Results"). Crop + flip alone: 57.9% in 50 epochs.
     "compact": ViTConfig(
-        tokenizer="conv", conv_channels=(64, 128), projection_dim=128,
-        num_blocks=6, num_heads=4, key_dim=32, mlp_units=(256, 128),
-        attention_dropout=0.0, mlp_dropout=0.0, locality_attention=True,
-        stochastic_depth=0.1, pooling="class_token", head_units=(),
-        head_dropout=0.0, epochs=80, batch_size=128, learning_rate=1e-3,
-        weight_decay=0.05, warmup_epochs=3, label_smoothing=0.1,
-        augment="basic", mixup_alpha=0.2, cutmix_alpha=1.0, resample_prob=0.25,
+        arch=Architecture(
+            tokenizer="conv", conv_channels=(64, 128), projection_dim=128, num_blocks=6,
+            num_heads=4, key_dim=32, mlp_units=(256, 128), locality_attention=True,
+            pooling="class_token", head_units=()),
+        recipe=Recipe(
+            attention_dropout=0.0, mlp_dropout=0.0, stochastic_depth=0.1, head_dropout=0.0,
+            epochs=80, batch_size=128, learning_rate=0.001, weight_decay=0.05,
+            warmup_epochs=3, label_smoothing=0.1, augment="basic", mixup_alpha=0.2,
+            cutmix_alpha=1.0, resample_prob=0.25),
     ),
     # GPU recipe: CCT-7/3x1-like width and depth over 16x16 = 256 tokens with
     # heavy augmentation; not trained on the 2-core CPU (far too slow there).
     #   python train.py --preset gpu --mixed-precision bf16 --jit
     # CCT-7/3x1 reports 80.9% on CIFAR-100 for this shape after 300 epochs.
     "gpu": ViTConfig(
-        tokenizer="conv", conv_channels=(256,), projection_dim=256,
-        num_blocks=7, num_heads=4, key_dim=64, mlp_units=(512, 256),
-        attention_dropout=0.0, mlp_dropout=0.0, locality_attention=True,
-        stochastic_depth=0.1, pooling="class_token", head_units=(),
-        head_dropout=0.0, epochs=300, batch_size=128, learning_rate=6e-4,
-        weight_decay=0.06, warmup_epochs=10, label_smoothing=0.1,
-        augment="trivial", mixup_alpha=0.8, cutmix_alpha=1.0,
+        arch=Architecture(
+            tokenizer="conv", conv_channels=(256,), projection_dim=256, num_blocks=7,
+            num_heads=4, key_dim=64, mlp_units=(512, 256), locality_attention=True,
+            pooling="class_token", head_units=()),
+        recipe=Recipe(
+            attention_dropout=0.0, mlp_dropout=0.0, stochastic_depth=0.1, head_dropout=0.0,
+            epochs=300, batch_size=128, learning_rate=0.0006, weight_decay=0.06,
+            warmup_epochs=10, label_smoothing=0.1, augment="trivial", mixup_alpha=0.8,
+            cutmix_alpha=1.0),
     ),
     # A few thousand parameters: for tests and smoke runs of the whole pipeline.
     #   python train.py --preset tiny --epochs 2 --limit-train 2048
     "tiny": ViTConfig(
-        patch_size=8, projection_dim=32, num_blocks=2, num_heads=2, key_dim=16,
-        mlp_units=(64, 32), attention_dropout=0.0, mlp_dropout=0.1,
-        stochastic_depth=0.1, pooling="class_token", head_units=(), head_dropout=0.0,
-        epochs=2, batch_size=64, learning_rate=2e-3, weight_decay=0.05,
-        warmup_epochs=1, label_smoothing=0.1,
+        arch=Architecture(
+            patch_size=8, projection_dim=32, num_blocks=2, num_heads=2, key_dim=16,
+            mlp_units=(64, 32), pooling="class_token", head_units=()),
+        recipe=Recipe(
+            attention_dropout=0.0, mlp_dropout=0.1, stochastic_depth=0.1, head_dropout=0.0,
+            epochs=2, batch_size=64, learning_rate=0.002, weight_decay=0.05,
+            warmup_epochs=1, label_smoothing=0.1),
     ),
 }
 
@@ -170,4 +219,4 @@ def get_preset(name: str) -> ViTConfig:
     """A fresh copy of a named preset."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[name])
+    return PRESETS[name].replace()

@@ -169,12 +169,12 @@ def recipe_dataset(x, y, config, *, seed, start_epoch=0):
     throughput benchmark cannot drift apart (a field passed in one and
     forgotten in the other trains a different recipe).
     """
-    return train_dataset(x, y, num_classes=config.num_classes, batch_size=config.batch_size,
-                         seed=seed, start_epoch=start_epoch, epochs=config.epochs,
-                         augment=config.augment, augment_ops=config.augment_ops,
-                         mixup_alpha=config.mixup_alpha,
-                         cutmix_alpha=config.cutmix_alpha,
-                         resample_prob=config.resample_prob)
+    return train_dataset(x, y, num_classes=config.arch.num_classes, batch_size=config.recipe.batch_size,
+                         seed=seed, start_epoch=start_epoch, epochs=config.recipe.epochs,
+                         augment=config.recipe.augment, augment_ops=config.recipe.augment_ops,
+                         mixup_alpha=config.recipe.mixup_alpha,
+                         cutmix_alpha=config.recipe.cutmix_alpha,
+                         resample_prob=config.recipe.resample_prob)
 
 
 def eval_dataset(x, y, *, num_classes, batch_size):

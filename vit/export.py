@@ -96,7 +96,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     own_images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
     hardware = (f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}")
-    stage = {"command": command, "epochs": len(history) or config.epochs,
+    stage = {"command": command, "epochs": len(history) or config.recipe.epochs,
              "train_seconds": round(own_seconds, 1),
              "images_per_second": round(own_images / own_seconds, 1) if own_seconds else None,
              "hardware": hardware, "init_from": state.get("init_from")}
@@ -128,7 +128,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})
     os.makedirs(output_dir, exist_ok=True)  # the card written next reads the calibration
-    calibrate_folder(model, dataset, output_dir, config.validation_split, logits_test)
+    calibrate_folder(model, dataset, output_dir, config.recipe.validation_split, logits_test)
     return write_model_folder(model, output_dir, config=config, metrics=metrics,
                               history=history, label_names=dataset.label_names)
 

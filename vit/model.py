@@ -15,7 +15,7 @@ from .layers import ClassTokenPool, ConvTokenizer, PatchEncoder, Patches, Prepro
 
 def build_vit(config: ViTConfig, name: str = "vit") -> keras.Model:
     """A functional Keras model: raw (B, 32, 32, 3) pixels 0-255 -> logits."""
-    c = config
+    c, recipe = config.arch, config.recipe
     inputs = keras.Input((c.image_size, c.image_size, 3), name="pixels")
     x = Preprocess(CIFAR100_MEAN, CIFAR100_STD, name="preprocess")(inputs)
     if c.tokenizer == "conv":
@@ -25,10 +25,10 @@ def build_vit(config: ViTConfig, name: str = "vit") -> keras.Model:
     x = PatchEncoder(c.num_patches, c.projection_dim, project=c.tokenizer == "patch",
                      class_token=c.has_class_token, name="patch_encoder")(tokens)
     for i in range(c.num_blocks):
-        rate = c.stochastic_depth * i / max(1, c.num_blocks - 1)
+        rate = recipe.stochastic_depth * i / max(1, c.num_blocks - 1)
         x, _ = TransformerBlock(
             c.num_heads, c.key_dim, c.mlp_units,
-            attention_dropout=c.attention_dropout, mlp_dropout=c.mlp_dropout,
+            attention_dropout=recipe.attention_dropout, mlp_dropout=recipe.mlp_dropout,
             locality=c.locality_attention, drop_path=rate,
             epsilon=c.layer_norm_eps, name=f"block_{i}")(x)
     x = keras.layers.LayerNormalization(epsilon=c.layer_norm_eps, name="final_norm")(x)
@@ -36,11 +36,11 @@ def build_vit(config: ViTConfig, name: str = "vit") -> keras.Model:
         x = ClassTokenPool(name="class_token")(x)
     else:
         x = keras.layers.Flatten(name="flatten")(x)
-    if c.head_dropout:
-        x = keras.layers.Dropout(c.head_dropout, name="head_dropout")(x)
+    if recipe.head_dropout:
+        x = keras.layers.Dropout(recipe.head_dropout, name="head_dropout")(x)
     for i, units in enumerate(c.head_units):
         x = keras.layers.Dense(units, activation="gelu", name=f"head_{i}")(x)
-        x = keras.layers.Dropout(c.head_dropout, name=f"head_dropout_{i}")(x)
+        x = keras.layers.Dropout(recipe.head_dropout, name=f"head_dropout_{i}")(x)
     logits = keras.layers.Dense(c.num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)
 

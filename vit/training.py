@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import data as vdata
-from .config import PRESETS, ViTConfig
+from .config import ARCHITECTURE_FIELDS, PRESETS, ViTConfig
 from .model_folder import load_pretrained, read_lineage
 from .model import build_vit
 
@@ -50,19 +50,19 @@ def set_precision(mode: str) -> None:
 def compile_model(model: keras.Model, config: ViTConfig, steps_per_epoch: int,
                   jit: bool = False) -> None:
     """AdamW with linear warm-up then cosine decay; top-1/top-5 metrics."""
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    total = max(1, config.recipe.epochs * steps_per_epoch)
+    warmup = min(config.recipe.warmup_epochs * steps_per_epoch, total - 1)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        initial_learning_rate=0.0 if warmup else config.recipe.learning_rate,
         decay_steps=total - warmup, alpha=0.01,
-        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+        warmup_target=config.recipe.learning_rate if warmup else None, warmup_steps=warmup)
     optimizer = keras.optimizers.AdamW(learning_rate=schedule,
-                                       weight_decay=config.weight_decay, global_clipnorm=1.0)
+                                       weight_decay=config.recipe.weight_decay, global_clipnorm=1.0)
     exclude_from_weight_decay(optimizer)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                  label_smoothing=config.label_smoothing),
+                                                  label_smoothing=config.recipe.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                  keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
         jit_compile=jit)
@@ -100,7 +100,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.seed = seed
         self.history = history
         self.train_seconds = train_seconds
-        self.images_per_epoch = steps * config.batch_size
+        self.images_per_epoch = steps * config.recipe.batch_size
         self._t0 = self._t1 = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -264,12 +264,12 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     set_precision(settings["mixed_precision"])
 
     (x_tr, y_tr), (x_val, y_val) = vdata.train_val_split(
-        dataset.x_train, dataset.y_train, config.validation_split)
+        dataset.x_train, dataset.y_train, config.recipe.validation_split)
     if settings["limit_train"]:
         x_tr, y_tr = x_tr[:settings["limit_train"]], y_tr[:settings["limit_train"]]
-    steps = len(x_tr) // config.batch_size
+    steps = len(x_tr) // config.recipe.batch_size
     if steps == 0:
-        raise ValueError(f"{len(x_tr)} training images < one batch of {config.batch_size}")
+        raise ValueError(f"{len(x_tr)} training images < one batch of {config.recipe.batch_size}")
     dist = select_strategy(strategy)
     with dist.scope():
         if state is None:
@@ -291,53 +291,46 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
                 state["parent"] = read_lineage(init_from)
     start = state["epoch"]
     train_ds = vdata.recipe_dataset(x_tr, y_tr, config, seed=seed, start_epoch=start)
-    val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.num_classes,
-                                batch_size=config.batch_size) if len(x_val) else None
+    val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.arch.num_classes,
+                                batch_size=config.recipe.batch_size) if len(x_val) else None
     provenance = {k: state.get(k) for k in ("command", "preset", "init_from", "parent")}
     provenance["preset"] = provenance["preset"] or preset  # older checkpoints lack it
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
                                  state["train_seconds"], steps,
                                  {**provenance, "settings": settings},
                                  keep=settings["keep_checkpoints"])
-    if start < config.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+    if start < config.recipe.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.recipe.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
                   shuffle=False, verbose=verbose)
-    return model, {"config": config, "epoch": config.epochs, "seed": seed,
+    return model, {"config": config, "epoch": config.recipe.epochs, "seed": seed,
                    "history": checkpoint.history, "train_seconds": checkpoint.train_seconds,
                    "train_images": len(x_tr), "val_images": len(x_val), **provenance,
                    "mixed_precision": settings["mixed_precision"], "jit": settings["jit"],
                    "replicas": dist.num_replicas_in_sync}
 
 
-# Fields that change the network's layers or how its weights are laid out;
-# the rest (dropout rates, the recipe) may differ when fine-tuning.
-ARCHITECTURE_FIELDS = ("image_size", "num_classes", "tokenizer", "patch_size", "conv_channels",
-                       "projection_dim", "num_blocks", "num_heads", "key_dim", "mlp_units",
-                       "locality_attention", "pooling", "head_units")
-
-
 def preset_with_architecture(config: ViTConfig) -> str | None:
     """Name of the preset whose network `config` builds: for runs that predate
     the recorded preset name (the recipe may have been overridden)."""
-    return next((name for name, preset in PRESETS.items()
-                 if all(getattr(preset, f) == getattr(config, f) for f in ARCHITECTURE_FIELDS)),
-                None)
+    return next((name for name, preset in PRESETS.items() if preset.arch == config.arch), None)
 
 
 def check_same_architecture(folder: str, config: ViTConfig) -> None:
     """Raise ValueError naming every architecture field where `folder` differs.
 
     Comparing weight shapes is not enough: 4 heads x 32 and 2 heads x 64 have
-    the same kernels but would scramble each other's weights.
+    the same kernels but would scramble each other's weights. The recipe
+    (dropout, schedule, augmentation) may differ: that is fine-tuning.
     """
     path = os.path.join(folder, "metrics.json")
     if not os.path.isfile(path):
         raise ValueError(f"{folder} has no metrics.json, so its architecture is unknown")
     with open(path) as f:
-        theirs = ViTConfig.from_dict(json.load(f).get("config", {}))
-    diffs = [f"{name}: {getattr(theirs, name)} there, {getattr(config, name)} here"
-             for name in ARCHITECTURE_FIELDS if getattr(theirs, name) != getattr(config, name)]
+        theirs = ViTConfig.from_dict(json.load(f).get("config", {})).arch
+    diffs = [f"{name}: {getattr(theirs, name)} there, {getattr(config.arch, name)} here"
+             for name in ARCHITECTURE_FIELDS
+             if getattr(theirs, name) != getattr(config.arch, name)]
     if diffs:
         raise ValueError(f"{folder} has another architecture ({'; '.join(diffs)})")
 
