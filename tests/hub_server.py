@@ -16,7 +16,9 @@ old commit sha stays resolvable. Every file is declared "regular" at preupload,
 so no LFS/Xet transfer is involved. Requests the server does not know (404) and
 server bugs (500) are recorded in `hub.unknown`, so a test can assert that the
 client called nothing unexpected. `hub.fail_with = 429` makes every request fail
-with that status (rate limits, outages). By hand: `python tests/hub_server.py [--port N]`.
+with that status (rate limits, outages); `hub.stall_files = "*"` answers the API and
+HEADs at once but never sends the bytes of matching files (a Hub that stalls the
+downloads). By hand: `python tests/hub_server.py [--port N]`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -63,6 +66,9 @@ class HubServer:
         self.log: list[tuple[str, str, int]] = []
         self.unknown: list[str] = []
         self.fail_with: int | None = None  # e.g. 429: every request gets this status
+        # fnmatch pattern: a GET of a matching file sends its headers, then nothing until stop()
+        self.stall_files: str | None = None
+        self._released = threading.Event()
         self.lock = threading.RLock()
         self._counter = 0
         self.httpd: ThreadingHTTPServer | None = None
@@ -77,6 +83,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._released.set()  # stalled handlers return, so no thread outlives the server
         if self.httpd:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -214,7 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if method != "HEAD":
+        if getattr(self, "stalled", False):  # the client waits for bytes that never come
+            self.hub._released.wait()
+        elif method != "HEAD":
             self.wfile.write(body)
 
     def _dispatch(self, method: str):
@@ -411,6 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
         oid = repo["commits"][sha]["tree"].get(path)
         if oid is None:
             raise HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound")
+        stall = self.hub.stall_files
+        self.stalled = method == "GET" and bool(stall) and fnmatch(path, stall)
         with open(self.hub.blob_path(oid), "rb") as f:
             data = f.read()
         return 200, data, {"ETag": f'"{oid}"', "X-Repo-Commit": sha, "Content-Type": "application/octet-stream",

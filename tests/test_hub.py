@@ -397,3 +397,40 @@ def test_corrupted_weights_are_refused(hub, env, tmp_path):
     assert "model.weights.h5" in notice and "corrupted" in notice and "instead" in notice
     assert errors["strict"][0] == "HubError" and "model.weights.h5" in errors["strict"][1]
     assert not hub.unknown
+
+
+# ---------------------------------------------------------------- (f) a Hub that stalls the files
+def test_stalling_hub_falls_back_within_the_deadline(hub, env, tmp_path):
+    """Metadata at once, file bytes never: one deadline covers the download too."""
+    run_client('hub.push_model_folder(make_folder(sys.argv[1]), "user/stalls"); result({})',
+               env, tmp_path / "pushed")
+    script = '''
+        fallback = make_folder(sys.argv[1])
+        t0 = time.perf_counter()
+        assert hub.resolve_model(None, fallback=fallback) == (fallback, None)
+        no_hub = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        folder, notice = hub.resolve_model("user/stalls", timeout=3.0, fallback=fallback)
+        seconds = time.perf_counter() - t0
+        snapshots = os.path.join(os.environ["HF_HOME"], "hub", "models--user--stalls", "snapshots")
+        files = sorted(f for d in (os.listdir(snapshots) if os.path.isdir(snapshots) else [])
+                       for f in os.listdir(os.path.join(snapshots, d)))
+        result({"folder": folder, "notice": notice, "seconds": seconds, "no_hub": no_hub,
+                "cached": hub._cached("user/stalls", None, None), "snapshot": files})
+    '''
+    seen = {}
+    for stall in ("*", "labels.json"):  # nothing arrives / all but one file arrives
+        hub.stall_files = stall
+        try:
+            seen[stall] = out = run_client(script, env, tmp_path / f"fallback{len(seen)}")
+        finally:
+            hub.stall_files = None
+        assert out["folder"] == str(tmp_path / f"fallback{len(seen) - 1}"), out
+        assert out["seconds"] - out["no_hub"] <= 3.5, out
+        assert out["notice"].startswith("Could not reach the Hugging Face Hub to load user/stalls")
+        assert "sent no model files within 3 s" in out["notice"] and "instead" in out["notice"]
+        assert out["cached"] is None  # a half-written snapshot is never used
+    assert "labels.json" not in seen["labels.json"]["snapshot"]  # it was half-written
+    assert "model.weights.h5" in seen["labels.json"]["snapshot"]
+    out = run_client('result(hub.resolve_model("user/stalls"))', env)  # the Hub recovers
+    assert out[1] is None and os.path.isfile(os.path.join(out[0], "labels.json"))

@@ -6,8 +6,8 @@
 
 `push_model_folder` uploads everything but the training checkpoint, with a
 model card that names the repo. `resolve_model` turns "USER/REPO@rev", a local
-folder or None into a local folder; when the Hub is unreachable, or the repo or
-revision does not exist, it answers within `timeout` seconds with the cached
+folder or None into a local folder; when the Hub is unreachable or stalls, or the
+repo or revision does not exist, it answers within `timeout` seconds with the cached
 copy of that revision or the bundled model, plus a one-line notice saying why.
 
 The token comes from `token=`, else HF_TOKEN or `hf auth login` (huggingface_hub
@@ -132,31 +132,37 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _download(repo_id: str, revision: str | None, timeout: float, cache_dir, token) -> str:
-    """Probe the Hub with a deadline, then download; raises the client's errors.
+    """Probe, metadata and download, all within one `timeout`; raises the client's errors.
 
-    The probe (repo_info) must answer within `timeout` seconds; it runs in a
-    daemon thread so that slow DNS or a silent server cannot hold the caller.
-    Once the Hub has answered, the download itself is not cut short.
+    Everything runs in a daemon thread and the caller stops waiting at the
+    deadline, so slow DNS, a silent server or a Hub that answers the API and
+    then stalls the file bytes cannot hold start-up (the client's own read
+    timeout is 10 s, with retries). An abandoned download may finish later in
+    the background; that is harmless: huggingface_hub writes each file to a
+    unique .incomplete file and renames it into the cache when done, and a
+    snapshot missing files is refused offline (IncompleteSnapshotError, which
+    `_cached` treats as no copy), so a half-written folder is never used.
     """
     box: dict = {}
-    probed, done = threading.Event(), threading.Event()
+    done = threading.Event()
 
     def work():
         try:
             HfApi(token=token).repo_info(repo_id, revision=revision, timeout=timeout)
-            probed.set()
+            box["answered"] = True
             box["path"] = snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES,
                                             cache_dir=cache_dir, token=token)
         except BaseException as exc:  # handed to the caller
             box["error"] = exc
         finally:
-            probed.set()
             done.set()
 
     threading.Thread(target=work, name=f"hub-download-{repo_id}", daemon=True).start()
-    if not probed.wait(timeout):
+    if not done.wait(timeout):
+        if box.get("answered"):
+            raise TimeoutError(f"{constants.ENDPOINT} answered but sent no model files "
+                               f"within {timeout:g} s")
         raise TimeoutError(f"no answer from {constants.ENDPOINT} within {timeout:g} s")
-    done.wait()
     if "error" in box:
         raise box["error"]
     return box["path"]
@@ -183,8 +189,9 @@ def resolve_model(spec: str | None = None, timeout: float = 3.0, *, fallback: st
 
     spec: None (the bundled model), a local folder, "USER/REPO" or "USER/REPO@rev"
     (branch, tag or commit sha; a commit sha already in the cache is used without
-    network). When the Hub cannot be reached within `timeout` seconds or answers
-    with an error (rate limit, outage), the cached copy of that revision is used if
+    network). When the Hub cannot deliver the model within `timeout` seconds (one
+    deadline for probe, metadata and download) or answers with an error (rate
+    limit, outage), the cached copy of that revision is used if
     complete, else `fallback` (default: the bundled model) with a notice; the
     fallback too when the repo or revision does not exist, or when the download
     fails verify_model_folder (corrupted weights).
