@@ -220,3 +220,16 @@ def test_upscale_pixelated_is_nearest_neighbour():
     out = explain.upscale_pixelated(image, 6)
     assert out.shape == (6, 6, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, np.repeat(np.repeat(image, 3, 0), 3, 1))
+
+
+def test_float_images_are_0_to_255():
+    """One convention (vit.images): floats hold 0-255, rounded; 0-1 floats are refused."""
+    image = np.random.default_rng(4).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    shifted = image - 0.4  # rounds back to `image`; a plain cast would truncate to image-1...
+    heat = np.random.default_rng(5).random((2, 2))
+    np.testing.assert_array_equal(explain.upscale_pixelated(shifted, 16),
+                                  explain.upscale_pixelated(image, 16))
+    np.testing.assert_array_equal(explain.overlay(shifted, heat), explain.overlay(image, heat))
+    for call in (explain.upscale_pixelated, lambda im, _: explain.overlay(im, heat)):
+        with pytest.raises(ValueError, match="multiply by 255"):
+            call(image / 255.0, 16)  # ...and 0-1 floats would show a black image

@@ -107,6 +107,35 @@ def test_ties_are_broken_at_random_not_by_position():
                                   np.arange(63, -1, -1))
 
 
+def test_class_indices_are_checked(image):
+    """NumPy would wrap -1 to the last class and say nothing."""
+    maps = [np.ones((GRID, GRID))] * 2
+    for bad in (-1, 2, 1.0):
+        with pytest.raises(ValueError, match="class index"):
+            F.occlusion_map(key_cell_model, image, bad, GRID, BASE)
+        with pytest.raises(ValueError, match="class index"):
+            F.perturbation_curves(key_cell_model, image, maps, [0, bad], GRID, BASE)
+    with pytest.raises(ValueError, match="1 classes for 2 maps"):
+        F.perturbation_curves(key_cell_model, image, maps, [0], GRID, BASE)
+
+
+def test_float_pixels_are_0_to_255(image):
+    drops = F.occlusion_map(key_cell_model, image, 0, GRID, BASE)
+    np.testing.assert_array_equal(
+        F.occlusion_map(key_cell_model, image.astype(float), 0, GRID, BASE.astype(float)), drops)
+    key_map = np.arange(GRID * GRID, dtype=float).reshape(GRID, GRID)
+    curves = F.perturbation_curves(key_cell_model, image, [key_map], [0], GRID, BASE)
+    as_float = F.perturbation_curves(key_cell_model, image - 0.3, [key_map], [0], GRID, BASE)
+    np.testing.assert_array_equal(as_float["deletion"], curves["deletion"])
+    unit_mean = np.array(vit.config.CIFAR100_MEAN)  # 0-1: would grey out in black
+    for call in (lambda: F.occlusion_map(key_cell_model, image, 0, GRID, unit_mean),
+                 lambda: F.occlusion_map(key_cell_model, image / 255, 0, GRID, BASE),
+                 lambda: F.perturbation_curves(key_cell_model, image, [key_map], [0], GRID,
+                                               unit_mean)):
+        with pytest.raises(ValueError, match="multiply by 255"):
+            call()
+
+
 def test_area_under_curve_of_known_shapes():
     cells = np.arange(0, 65, 4)
     np.testing.assert_allclose(F.area_under_curve(np.linspace(1, 0, 17), cells), 0.5)
@@ -165,6 +194,6 @@ def test_explain_one_checks_the_class_index(tiny_model):
     pred = Predictor(tiny_model, warmup=False)
     image = np.zeros((32, 32, 3), np.uint8)
     for bad in (100, 1000, -2):
-        with pytest.raises(IndexError):
+        with pytest.raises(ValueError, match="class index"):
             pred.explain_one(image, bad)
     assert pred.explain_one(image, 99)[3] == 99

@@ -128,12 +128,53 @@ def test_numpy_sources():
     assert rgb(np.full((4, 5), 7, np.uint8)).shape == (4, 5, 3)
     assert (rgb(np.full((4, 4, 1), 65535, np.uint16)) == 255).all()
     assert (rgb(np.full((4, 4), 32768, np.uint16)) == 128).all()
-    assert (rgb(np.full((4, 4, 3), 0.5, np.float32)) == 128).all()
+    assert (rgb(np.full((4, 4, 3), 127.6, np.float32)) == 128).all()  # floats are 0-255
     assert (rgb(np.ones((4, 4), bool)) == 255).all()
     rgba = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
     assert (rgb(rgba) == 255).all()
     for shape, keyword in [((3, 8, 8), "shape"), ((0, 5), "too small"), ((5,), "shape")]:
         assert_refused(np.zeros(shape, np.uint8), keyword)
+
+
+def test_one_float_convention_0_to_255():
+    """Floats mean 0-255 everywhere (the model's own input); 0-1 floats are refused."""
+    for unit in (np.full((4, 4, 3), 0.5), np.linspace(-1, 1, 48).reshape(4, 4, 3)):
+        assert_refused(unit, "multiply by 255")
+        with pytest.raises(ValueError, match="multiply by 255"):
+            images.pixels_uint8(unit)
+    pixels = np.array([[[0.0, 127.6, 255.0], [-3.0, 260.0, 1.4]]])
+    want = np.array([[[0, 128, 255], [0, 255, 1]]], np.uint8)
+    np.testing.assert_array_equal(rgb(np.broadcast_to(pixels, (2, 2, 3)))[:1], want)
+    np.testing.assert_array_equal(images.pixels_uint8(pixels), want)
+    assert (rgb(np.zeros((4, 4, 3))) == 0).all()  # black either way: not ambiguous
+    assert_refused(np.full((4, 4, 3), np.nan), "finite")
+    # a 32-bit float TIFF (mode F) is a file: 0-1 is its format's full scale
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    tiff = rgb(uc.encode(Image.fromarray(ramp, "F"), "TIFF"))
+    assert tiff[0, 0, 0] == 0 and tiff[-1, -1, 0] == 255
+
+
+def quadrants(width: int, height: int) -> Image.Image:
+    """Four colours: any rotation or flip of it is visible."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    pixels[:h, :w], pixels[:h, w:], pixels[h:, :w], pixels[h:, w:] = (
+        uc.RED, uc.GREEN, uc.BLUE, (255, 255, 0))
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("size", [(200, 100), (6400, 3200)])  # the large one is reduced first
+@pytest.mark.parametrize("orientation, stored", [(6, Image.Transpose.ROTATE_90),
+                                                 (3, Image.Transpose.ROTATE_180)])
+def test_large_tiff_keeps_its_orientation(size, orientation, stored):
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # "turn it this way to view"; the pixels are stored turned back
+    tiff = uc.encode(quadrants(*size).transpose(stored), "TIFF", exif=exif,
+                     compression="tiff_deflate")
+    display, model_input = prepare(tiff)
+    assert display.size == (min(size[0], 1024), min(size[1], 512))
+    small_png = to_model_input(load_image(uc.encode(quadrants(64, 32), "PNG")))
+    assert np.abs(model_input.astype(int) - small_png).mean() < 3
 
 
 def test_pil_sources_are_copied_and_checked():

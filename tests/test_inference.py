@@ -75,8 +75,45 @@ def test_class_gradients(predictor, images):
     assert np.abs(g3[-1][:, 0, :].sum(axis=-1)).max() > 1e-4
     # one trace serves every class
     assert predictor._gradients.experimental_get_tracing_count() == 1
-    with pytest.raises(IndexError):
-        predictor.class_gradients(images[0], 100)
+
+
+def test_gradients_need_no_trainable_weights(model, predictor, images, monkeypatch):
+    """The input is watched before the forward pass, so the ops that use the attention
+    are recorded even with constant weights (watching the attention after the pass
+    returned None gradients then: nothing trainable made the tape record)."""
+    add_weight = keras.layers.Layer.add_weight
+    monkeypatch.setattr(keras.layers.Layer, "add_weight",
+                        lambda self, *a, **k: add_weight(self, *a, **{**k, "trainable": False}))
+    frozen = vit.build_vit(vit.get_preset("tiny"))
+    monkeypatch.undo()
+    frozen.set_weights(model.get_weights())
+    assert not frozen.trainable_weights
+    got = Predictor(frozen, warmup=False).class_gradients(images[0], 3)
+    want = predictor.class_gradients(images[0], 3)
+    assert np.abs(want[-1]).max() > 0
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * np.abs(w).max())
+
+
+def test_every_class_index_is_checked(predictor, images):
+    """XLA's gather would clamp a bad index and explain another class in silence."""
+    for bad in (100, -1, 3.5, True, "3"):
+        with pytest.raises(ValueError, match="class index"):
+            predictor.class_gradients(images[0], bad)
+    for bad in (100, -2):
+        with pytest.raises(ValueError, match="class index .* -1 for the top-1 class"):
+            predictor.explain_one(images[0], bad)
+    assert predictor.explain_one(images[0], np.int64(99))[3] == 99
+
+
+def test_float_pixels_are_0_to_255(predictor, images):
+    probs = predictor.predict(images)[0]
+    np.testing.assert_allclose(predictor.predict(images.astype(np.float32))[0], probs,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(predictor.probabilities(images + 0.2), probs, rtol=1e-4, atol=1e-6)
+    for call in (predictor.predict, predictor.probabilities):
+        with pytest.raises(ValueError, match="multiply by 255"):
+            call(images / 255.0)  # 0-1 floats would be read as an all-black image
 
 
 def test_gradient_rollout_end_to_end(predictor, images):

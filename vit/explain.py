@@ -16,6 +16,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from .images import pixels_uint8
+
 FUSIONS = ("mean", "max", "min")
 
 
@@ -246,13 +248,13 @@ def upscale_pixelated(image: np.ndarray, size) -> np.ndarray:
     that would invent detail.
     """
     height, width = _size_hw(size)
-    pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    pil = Image.fromarray(pixels_uint8(image))
     return np.asarray(pil.resize((width, height), Image.Resampling.NEAREST))
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, cmap: str = "inferno",
             alpha: float = 0.5, size=None) -> np.ndarray:
-    """uint8 (H, W, 3): colourised heatmap alpha-blended onto an RGB image.
+    """uint8 (H, W, 3): colourised heatmap alpha-blended onto an RGB image (0-255).
 
     The coarse (grid, grid) map is upsampled bicubically, so patch borders do
     not look like model output; it is rescaled to max 1 first. `size` (side
@@ -260,7 +262,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, cmap: str = "inferno",
     """
     import matplotlib
 
-    image = np.asarray(image, dtype=np.uint8)[..., :3]
+    image = pixels_uint8(image)[..., :3]
     if size is not None:
         image = upscale_pixelated(image, size)
     height, width = image.shape[:2]

@@ -24,9 +24,33 @@ to believe") for why.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
+from .images import pixels_uint8
+
 STEP = 4  # cells per curve step: 64 cells -> 17 points from 0 to 64 cells
+
+
+def check_class_index(class_index, num_classes: int, top1: bool = False) -> int:
+    """The index as an int, or ValueError if it names no class.
+
+    Checked on every path because nothing downstream would complain: XLA's
+    gather clamps an out-of-range index and NumPy wraps a negative one, so a
+    typo would silently explain another class. top1=True also allows -1
+    ("the top-1 class", decided inside the compiled program).
+    """
+    try:
+        if isinstance(class_index, (bool, np.bool_)):
+            raise TypeError
+        index = operator.index(class_index)
+    except TypeError:
+        raise ValueError(f"class index must be an integer, got {class_index!r}") from None
+    if not (-1 if top1 else 0) <= index < num_classes:
+        extra = " (or -1 for the top-1 class)" if top1 else ""
+        raise ValueError(f"class index {index} is outside 0..{num_classes - 1}{extra}")
+    return index
 
 
 def cell_masks(grid: int, image_size: int, window: int = 1) -> np.ndarray:
@@ -59,12 +83,13 @@ def occlusion_map(probabilities, image: np.ndarray, class_index: int, grid: int,
     window > 1 each cell gets the mean drop of the windows covering it.
     `reference` is the unmasked image's probability if the caller has it.
     """
-    image = np.asarray(image, np.uint8)
+    image = pixels_uint8(image)
     masks = cell_masks(grid, image.shape[0], window)
-    batch = np.where(masks[..., None], np.asarray(baseline, np.uint8), image[None])
+    batch = np.where(masks[..., None], pixels_uint8(baseline), image[None])
     if reference is None:
         batch = np.concatenate([image[None], batch])
-    probs = np.asarray(probabilities(batch))[:, class_index]
+    probs = np.asarray(probabilities(batch))
+    probs = probs[:, check_class_index(class_index, probs.shape[-1])]
     if reference is None:
         reference, probs = probs[0], probs[1:]
     drops = float(reference) - probs
@@ -108,7 +133,7 @@ def perturbation_curves(probabilities, images: np.ndarray, heatmaps, classes,
     call; the end points (each distinct image, and the all-grey image, which
     is the same for all) are run once, not once per curve.
     """
-    images = np.asarray(images, np.uint8)
+    images = pixels_uint8(images)
     n = len(heatmaps)
     if images.ndim == 3:
         images, owner = images[None], np.zeros(n, int)
@@ -116,11 +141,13 @@ def perturbation_curves(probabilities, images: np.ndarray, heatmaps, classes,
         owner = np.arange(n)
     else:
         raise ValueError(f"{len(images)} images for {n} maps")
+    if len(classes) != n:
+        raise ValueError(f"{len(classes)} classes for {n} maps")
     cell_mask = cell_masks(grid, images.shape[1])  # (P, H, W)
     cells = _curve_steps(grid * grid, step)
     inner = cells[1:-1]
     rng = np.random.default_rng(seed)
-    grey = np.broadcast_to(np.asarray(baseline, np.uint8), images.shape[1:])
+    grey = np.broadcast_to(pixels_uint8(baseline), images.shape[1:])
     batch, starts = [images, grey[None]], {}
     offset = len(images) + 1
     for mode in modes:
@@ -137,7 +164,7 @@ def perturbation_curves(probabilities, images: np.ndarray, heatmaps, classes,
             starts[mode, i] = offset
             offset += len(inner)
     probs = np.asarray(probabilities(np.concatenate(batch)))
-    classes = np.asarray(classes)
+    classes = [check_class_index(c, probs.shape[-1]) for c in classes]
     result = {"cells": cells}
     for mode in modes:
         curves = np.empty((n, len(cells)))

@@ -14,6 +14,18 @@ Limits and why:
     will see a flat colour, which is the honest answer).
   * MAX_ASPECT_RATIO (20:1): the model sees a square centre crop, so a 4000x8
     strip would be reduced to an 8x8 sliver. Beyond 20:1 it is not a photo.
+
+Pixel values, one convention for the whole package: an image array holds
+0-255 values whatever its dtype, because that is what the model takes (its
+Preprocess layer rescales). `pixels_uint8` applies it for `vit.inference`,
+`vit.faithfulness`, `vit.explain` and array uploads here: floats are rounded
+and clipped to 0..255, and a float array whose values all lie within [-1, 1]
+(not all zero) is refused with a ValueError, since it is almost surely 0-1
+scaled or standardised and would otherwise be read as a black image: multiply
+by 255 first. Uploads differ in two ways: integers wider than 8 bits (16-bit
+PNGs, uint16 arrays) are scaled by their container's range (65535 -> 255), and
+32-bit float image *files* (TIFF mode F), which have no caller to ask, use 0-1
+as full scale, as image editors write them.
 """
 
 from __future__ import annotations
@@ -58,9 +70,10 @@ def load_image(source, *, max_side: int | None = DISPLAY_MAX_SIDE) -> Image.Imag
 
     `source`: bytes, a path (str/PathLike, or a `data:` URL), a binary
     file-like object, a PIL image or a numpy array (H,W), (H,W,1), (H,W,3),
-    (H,W,4) of uint8/uint16/int/float/bool. Images larger than `max_side`
-    (None = keep full size) are downscaled: the result is for display and for
-    `to_model_input`, and huge JPEGs then decode at 1/2-1/8 scale (`draft`).
+    (H,W,4) of uint8/uint16/int/float/bool (floats: 0-255, see above). Images
+    larger than `max_side` (None = keep full size) are downscaled: the result
+    is for display and for `to_model_input`, and huge JPEGs then decode at
+    1/2-1/8 scale (`draft`).
     """
     if source is None:
         raise ImageDecodeError("No image was provided; please upload an image")
@@ -243,6 +256,9 @@ def _finish(image: Image.Image, max_side: int | None) -> Image.Image:
         raise ImageDecodeError("The image is too large to decode on this server") from None
     except Exception as err:
         raise ImageDecodeError(CORRUPT) from err
+    # Orientation survives the reduce below: Pillow applies a TIFF's Orientation tag
+    # inside load() (and then drops it), and reduce() copies `info`, where the EXIF
+    # and XMP of JPEG/PNG/WebP live (tests: test_large_tiff_keeps_its_orientation).
     if max_side and image.mode in ("RGB", "RGBA", "L", "LA") and "transparency" not in image.info:
         # An integer box downscale first, as resize(reducing_gap=3) would do
         # later anyway: the orientation and colour copies below then hold a
@@ -277,7 +293,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         # Pillow's own I;16 -> L conversion clips at 255 (all-white images).
-        image = Image.fromarray(_to_uint8(np.asarray(image)))
+        image = Image.fromarray(_to_uint8(np.asarray(image), float_file=True))
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         out = Image.new("RGB", rgba.size, BACKGROUND)
@@ -300,19 +316,43 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale pixel values to 0-255 by their container's range, never clip.
+def pixels_uint8(array) -> np.ndarray:
+    """0-255 pixel values of any dtype -> uint8: the package's one convention.
 
-    uint16 (16-bit PNG/TIFF) is divided by 257 so 65535 -> 255 and exposure
-    is kept; floats in [0, 1] are scaled by 255; ints/floats already in
+    uint8 is returned as is; floats and ints are rounded and clipped; bool is
+    0/255. Floats within [-1, 1] (not all zero) raise ImageDecodeError (a
+    ValueError): see the module docstring.
+    """
+    array = np.asarray(array)
+    kind = array.dtype.kind
+    if kind == "u" and array.dtype.itemsize == 1:
+        return array
+    if kind == "b":
+        return array.astype(np.uint8) * 255
+    if kind not in "uif":
+        raise ImageDecodeError(f"Unsupported pixel type {array.dtype}")
+    if kind == "f":
+        if not np.isfinite(array).all():
+            raise ImageDecodeError("Pixel values must be finite numbers from 0 to 255")
+        if array.size and np.abs(array).max() <= 1 and array.any():
+            raise ImageDecodeError(
+                "Float pixels must be 0-255 values, as the model takes them; these all lie "
+                "within [-1, 1], so they look 0-1 scaled: multiply by 255 first")
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+
+
+def _to_uint8(array: np.ndarray, float_file: bool = False) -> np.ndarray:
+    """Pixel values -> 0-255: floats as `pixels_uint8`, ints by their container's range.
+
+    Decoded float files (`float_file`) instead use 0-1 as full scale and are
+    stretched when outside 0-255, never clipped. uint16 (16-bit PNG/TIFF) is
+    divided by 257 so 65535 -> 255 and exposure is kept; ints already in
     [0, 255] are kept (e.g. Pillow 'I' holding 8-bit data); wider ints within
     [0, 65535] are treated as 16-bit; anything else is min-max stretched.
     """
     kind, itemsize = array.dtype.kind, array.dtype.itemsize
-    if kind == "b":
-        return array.astype(np.uint8) * 255
-    if kind == "u" and itemsize == 1:
-        return array
+    if kind == "b" or (kind == "u" and itemsize == 1) or (kind == "f" and not float_file):
+        return pixels_uint8(array)
     if kind == "u" and itemsize == 2:
         return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if kind not in "uif":

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .faithfulness import check_class_index
+from .images import pixels_uint8
 from .layers import PatchEncoder, Preprocess, TransformerBlock
 from .model import with_attention
 
@@ -23,16 +25,14 @@ CHUNK = 64  # images per call of the batched probability program (one XLA shape)
 
 
 def _as_uint8_batch(images, image_size: int) -> np.ndarray:
-    """Accept one (H, W, 3) image or a batch, as uint8; floats are clipped 0..255."""
+    """Accept one (H, W, 3) image or a batch of 0-255 pixels (see vit.images), as uint8."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[None]
     if images.shape[1:] != (image_size, image_size, 3):
         raise ValueError(f"expected (B, {image_size}, {image_size}, 3) images, "
                          f"got {images.shape}")
-    if images.dtype != np.uint8:
-        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    return images
+    return pixels_uint8(images)
 
 
 class Predictor:
@@ -140,10 +140,14 @@ class Predictor:
         return self._softmax(self.model(tf.cast(images, tf.float32), training=False))
 
     def _gradients_fn(self, image, class_index):
+        pixels = tf.cast(image, tf.float32)
         with tf.GradientTape() as tape:
-            outputs = self.explainer(tf.cast(image, tf.float32), training=False)
+            # Watched before the forward pass, so every op that consumes the attention
+            # is recorded; watching the attention afterwards would come too late once
+            # no trainable variable makes the tape record (frozen or constant weights).
+            tape.watch(pixels)
+            outputs = self.explainer(pixels, training=False)
             attention = outputs["attention"]
-            tape.watch(attention)
             logits = outputs["logits"][0]
             # class_index -1 means "the top-1 class", decided inside the same program.
             chosen = tf.where(class_index < 0, tf.argmax(logits, output_type=tf.int32),
@@ -187,8 +191,7 @@ class Predictor:
         batch = _as_uint8_batch(image, self.image_size)
         if batch.shape[0] != 1:
             raise ValueError("class_gradients explains one image at a time")
-        if not 0 <= class_index < self.num_classes:
-            raise IndexError(f"class_index {class_index} outside 0..{self.num_classes - 1}")
+        class_index = check_class_index(class_index, self.num_classes)
         return self.explain_one(batch[0], class_index)[2]
 
     def explain_one(self, image, class_index: int = -1):
@@ -202,9 +205,7 @@ class Predictor:
         batch = _as_uint8_batch(image, self.image_size)
         if batch.shape[0] != 1:
             raise ValueError("explain_one explains one image at a time")
-        if not -1 <= class_index < self.num_classes:  # XLA's gather would clamp silently
-            raise IndexError(f"class_index {class_index} outside 0..{self.num_classes - 1} "
-                             "(or -1 for the top-1 class)")
+        class_index = check_class_index(class_index, self.num_classes, top1=True)
         gradients = self._program("gradients", self._gradients, self._gradients_fn)
         probs, attention, grads, chosen = gradients(
             tf.constant(batch), tf.constant(class_index, tf.int32))
