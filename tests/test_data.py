@@ -7,7 +7,8 @@ import tensorflow as tf
 from vit import data
 
 
-def test_real_cifar100_layout_and_known_images(cifar):
+def test_real_cifar100_layout_and_known_images(real_cifar):
+    cifar = real_cifar
     assert cifar.x_train.shape == (50000, 32, 32, 3) and cifar.x_train.dtype == np.uint8
     assert cifar.x_test.shape == (10000, 32, 32, 3)
     assert cifar.y_train[0] == 19 and cifar.y_test[0] == 49  # cattle, mountain
@@ -102,8 +103,8 @@ def test_trivial_augmentation_stays_float32_under_mixed_precision():
     assert images.dtype == tf.float32 and labels.dtype == tf.float32
 
 
-def test_builtin_label_names_match_the_dataset(cifar):
-    assert data.CIFAR100_LABELS == cifar.label_names
+def test_builtin_label_names_match_the_dataset(real_cifar):
+    assert data.CIFAR100_LABELS == real_cifar.label_names
 
 
 def test_pipeline_with_resample_is_deterministic(cifar):

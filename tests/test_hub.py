@@ -21,7 +21,6 @@ import yaml
 from hub_server import HubServer, SilentEndpoint, client_env, closed_port_endpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA_DIR = os.environ.get("CIFAR100_DIR") or os.path.join(ROOT, "..", "shared", "data", "cifar100")
 TOKEN = "hf_test_token_do_not_print"
 
 # Prepended to every client script: builds an untrained tiny model folder in ~1 s.
@@ -74,20 +73,18 @@ def hub():
 
 
 @pytest.fixture
-def env(hub, tmp_path):
-    return client_env(hub.endpoint, hf_home=tmp_path / "hf", token=TOKEN, CIFAR100_DIR=DATA_DIR)
+def env(hub, tmp_path, cifar_path):
+    return client_env(hub.endpoint, hf_home=tmp_path / "hf", token=TOKEN, CIFAR100_DIR=cifar_path)
 
 
 # ---------------------------------------------------------------- (a) train, push, pull
 @pytest.fixture(scope="module")
-def trained(hub, tmp_path_factory):
-    if not os.path.isfile(os.path.join(DATA_DIR, "test")):
-        pytest.skip(f"CIFAR-100 not found in {DATA_DIR}")
+def trained(hub, tmp_path_factory, cifar_path):
     out = tmp_path_factory.mktemp("trained") / "model"
     env = client_env(hub.endpoint, hf_home=tmp_path_factory.mktemp("hf"), token=TOKEN)
     proc = subprocess.run(
         [sys.executable, "train.py", "--preset", "tiny", "--epochs", "1", "--limit-train", "512",
-         "--data-dir", DATA_DIR, "--output-dir", str(out), "--push-to-hub", "user/tiny-vit"],
+         "--data-dir", cifar_path, "--output-dir", str(out), "--push-to-hub", "user/tiny-vit"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "pushed to " in proc.stdout and "user/tiny-vit" in proc.stdout, proc.stdout
@@ -96,7 +93,7 @@ def trained(hub, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_push_pull_identical_predictions(hub, trained, env):
+def test_train_push_pull_identical_predictions(hub, trained, env, cifar_path):
     assert os.path.isdir(os.path.join(trained, "checkpoint"))  # exists locally...
     files = hub.files("user/tiny-vit")
     assert not [p for p in files if p.startswith("checkpoint/") or p.endswith(".keras")]  # ...not there
@@ -130,7 +127,7 @@ def test_train_push_pull_identical_predictions(hub, trained, env):
                 "resolved_equal": bool(np.array_equal(p_local, p_resolved)),
                 "hf_equal": bool(np.array_equal(p_local, p_hf)),
                 "argmax": p_local.argmax(1).tolist()})
-    ''', env, trained, DATA_DIR)
+    ''', env, trained, cifar_path)
     assert out["notice"] is None
     assert out["folder"].startswith(env["HF_HOME"])
     assert "checkpoint" not in out["files"] and "model.weights.h5" in out["files"]
@@ -217,18 +214,10 @@ def test_publish_space(hub, env, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(os.path.join(ROOT, "vit"), project / "vit",
                     ignore=shutil.ignore_patterns("__pycache__", "weights"))
-    if os.path.isfile(os.path.join(ROOT, "app.py")):
-        shutil.copy(os.path.join(ROOT, "app.py"), project / "app.py")
-    else:  # the app is written elsewhere; a placeholder stands in
-        (project / "app.py").write_text("import gradio as gr\n")
-    if os.path.isdir(os.path.join(ROOT, "examples")):
-        shutil.copytree(os.path.join(ROOT, "examples"), project / "examples")
-    else:
-        (project / "examples").mkdir()
-        (project / "examples" / "apple.png").write_bytes(b"\x89PNG placeholder")
+    shutil.copy(os.path.join(ROOT, "app.py"), project / "app.py")  # the real files: a
+    shutil.copytree(os.path.join(ROOT, "examples"), project / "examples")  # missing one fails
     (project / "examples" / "notes.txt").write_text("not an example image\n")
-    if os.path.isfile(os.path.join(ROOT, "requirements.txt")):
-        shutil.copy(os.path.join(ROOT, "requirements.txt"), project / "requirements.txt")
+    shutil.copy(os.path.join(ROOT, "requirements.txt"), project / "requirements.txt")
     (project / "vit" / "weights").mkdir()
     (project / "vit" / "weights" / "model.weights.h5").write_bytes(b"not for the Space")
     (project / "vit" / "__pycache__").mkdir()
@@ -249,7 +238,8 @@ def test_publish_space(hub, env, tmp_path):
     assert repo["variables"]["MODEL_REPO"]["value"] == "user/tiny-vit@v1"
     files = hub.files("user/vit-demo", repo_type="space")
     assert files["app.py"] == (project / "app.py").read_bytes()
-    assert {"README.md", "requirements.txt", "vit/__init__.py", "vit/hub.py", "vit/model_folder.py"} <= set(files)
+    assert {"README.md", "requirements.txt", "vit/__init__.py", "vit/hub.py", "vit/model_folder.py",
+            "vit/handlers.py"} <= set(files)
     assert files["vit/hub.py"] == (project / "vit" / "hub.py").read_bytes()
     assert not [p for p in files if p.startswith("vit/weights") or p.endswith(".pyc")]
     examples = sorted(p.name for p in (project / "examples").glob("*.png"))

@@ -13,11 +13,6 @@ from tests.conftest import ROOT
 from vit import model_folder
 from vit.evaluation import evaluate
 
-needs_bundle = pytest.mark.skipif(not model_folder.bundled_available(),
-                                  reason="no bundled weights in vit/weights/ yet")
-
-
-@needs_bundle
 def test_bundled_folder_is_complete_and_small():
     names = set(os.listdir(model_folder.BUNDLED_DIR))
     assert {"config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
@@ -28,9 +23,9 @@ def test_bundled_folder_is_complete_and_small():
     model_folder.verify_model_folder(model_folder.BUNDLED_DIR)
 
 
-@needs_bundle
 @pytest.mark.slow
-def test_bundled_weights_reach_their_documented_accuracy(cifar):
+def test_bundled_weights_reach_their_documented_accuracy(real_cifar):
+    cifar = real_cifar
     metrics = json.loads(open(os.path.join(model_folder.BUNDLED_DIR, "metrics.json")).read())
     model = model_folder.load_pretrained()
     measured = evaluate(model, cifar.x_test, cifar.y_test)
@@ -41,7 +36,6 @@ def test_bundled_weights_reach_their_documented_accuracy(cifar):
     assert np.isfinite(measured["test_loss"])
 
 
-@needs_bundle
 def test_readme_library_snippet_runs_as_written():
     readme = (ROOT / "README.md").read_text()
     snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
