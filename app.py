@@ -4,7 +4,9 @@
     python app.py --model USER/REPO@rev    # or MODEL_REPO=USER/REPO; falls back to bundled
     python app.py --share                  # ask Gradio for a public link
 
-API (see README): `classify` (image -> top-5) and `explain` (image + options -> maps).
+API (see README): `classify` (image -> top-5), `explain` (image + options -> maps),
+`occlusion` (image -> occlusion map and drops), `batch`. This file is the page's
+layout and wiring only: what each event does is in `vit.handlers`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import glob
+import inspect
 import os
 import sys
 
@@ -19,15 +22,14 @@ import gradio as gr
 import numpy as np
 from PIL import Image as PILImage
 
-from vit import images
-from vit.analysis import Explainer
+from vit import handlers, images
+from vit.analysis import Analyser
+from vit.handlers import ALL_HEADS, FUSIONS
 from vit.space import EXAMPLE_TYPES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = sorted(p for p in glob.glob(os.path.join(HERE, "examples", "*"))
                   if p.lower().endswith(EXAMPLE_TYPES))
-FUSIONS = ["mean", "max", "min"]
-ALL_HEADS = "all heads (fused)"
 # Output images as PNG: Gradio's default, lossy WebP, smears the pixelated
 # 32x32 view (up to 54 levels off) and the maps' colours.
 SHOWN = dict(interactive=False, format="png")
@@ -77,50 +79,25 @@ def lossless(handler):
     return wrapped
 
 
-def _head_index(head: str) -> int | None:
-    return None if head in (None, ALL_HEADS) else int(head.split()[-1]) - 1
-
-
-def _class_list() -> str:
-    """The 100 classes, one click away from the "not sure" notice."""
-    from vit.data import CIFAR100_LABELS
-
-    names = ", ".join(n.replace("_", " ") for n in CIFAR100_LABELS)
-    return f"<details><summary>The 100 classes it knows</summary><p>{names}</p></details>"
-
-
-def build_demo(explainer: Explainer) -> gr.Blocks:
-    info, pred = explainer.info, explainer.predictor
-    centre = (pred.grid_size // 2) * pred.grid_size + pred.grid_size // 2
-    heads = [ALL_HEADS] + [f"head {i + 1}" for i in range(pred.num_heads)]
-    lead = explainer.lead_maps()  # most faithful first, by faithfulness.json
-
-    def analyse(source, gradients=True):
-        if source is None:
-            raise gr.Error("Please upload an image first.")
+def endpoint(handler, analyser):
+    """A vit.handlers function as a Gradio event bound to `analyser`: its
+    docstring and signature (less the analyser) describe the API; a UserError
+    becomes a one-line gr.Error."""
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
         try:
-            return explainer.analyse(source, gradients)
-        except images.ImageDecodeError as exc:
-            raise gr.Error(str(exc), title="Can't read this image") from None
+            return handler(analyser, *args, **kwargs)
+        except handlers.UserError as exc:
+            raise gr.Error(str(exc), title=exc.title) from None
+    signature = inspect.signature(handler)
+    wrapped.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return lossless(wrapped)
 
-    def class_index(analysis, class_name):
-        if class_name in explainer.labels:
-            return explainer.labels.index(class_name)
-        return analysis.top_class
 
-    # ---------------------------------------------------------------- UI events
-    def render(a, patch, fusion, discard, block, head, class_name):
-        """Every map for the current controls, and this image's deletion curves."""
-        c, b, h = class_index(a, class_name), int(block) - 1, _head_index(head)
-        # (the overlays show the positive part; the curves order by the full maps)
-        grids = {"occlusion": explainer.occlusion_grid(a, c),
-                 "class_map": explainer.class_grid(a, c),
-                 "rollout": explainer.rollout_grid(a, fusion, discard),
-                 "raw": explainer.raw_grid(a, b, h, fusion)}
-        pictures = {name: explainer.overlay(a, grid) for name, grid in grids.items()}
-        return ([pictures[name] for name in lead] + [
-            pictures["raw"], explainer.patch(a, b, patch, h, fusion),
-            explainer.deletion_plot(a, grids, c)])
+def build_demo(analyser: Analyser) -> gr.Blocks:
+    info, pred = analyser.info, analyser.predictor
+    centre = handlers.centre_patch(analyser)
+    lead = analyser.lead_maps()  # most faithful first, by faithfulness.json
 
     blank = [None] * (len(lead) + 3)
     cleared = (None, None, gr.update(value="", visible=False), centre, None,
@@ -131,91 +108,31 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
         if source is None:  # cleared
             return cleared
         try:
-            a = explainer.analyse(source)
-        except images.ImageDecodeError as exc:
+            page = handlers.new_upload(analyser, source, fusion, discard, block, head)
+        except handlers.UserError as exc:
             # Say why, and clear the previous image's maps so nothing stale is shown.
-            gr.Warning(str(exc), title="Can't read this image")
+            gr.Warning(str(exc), title=exc.title)
             return cleared
-        doubt = explainer.not_sure(a)
-        top = explainer.labels[a.top_class]
-        return (a, explainer.top_k(a),
-                gr.update(value=f"{doubt}\n\n{_class_list()}" if doubt else "",
-                          visible=bool(doubt)),
-                centre, explainer.model_view(a, centre), gr.update(value=top),
-                explainer.distance_plot(a),
-                *render(a, centre, fusion, discard, block, head, top))
+        return (page.analysis, page.top5, gr.update(value=page.unsure,
+                                                    visible=bool(page.unsure)),
+                page.patch, page.model_view, gr.update(value=page.class_name),
+                page.distance_plot, *page.maps)
 
     @lossless
     def on_controls(a, patch, fusion, discard, block, head, class_name):
-        return blank if a is None else render(a, patch, fusion, discard, block, head,
-                                              class_name)
+        return blank if a is None else handlers.render(analyser, a, patch, fusion, discard,
+                                                       block, head, class_name)
 
     @lossless
     def on_select(a, block, head, fusion, evt: gr.SelectData):
         if a is None:
             return centre, None, None
-        patch = explainer.patch_at(*evt.index)
-        return (patch, explainer.model_view(a, patch),
-                explainer.patch(a, int(block) - 1, patch, _head_index(head), fusion))
+        return handlers.select_patch(analyser, a, *evt.index, block, head, fusion)
 
-    # ---------------------------------------------------------------- API
-    def classify(image):
-        """Top-5 CIFAR-100 classes with calibrated confidences for one image."""
-        return explainer.top_k(analyse(image, gradients=False))
-
-    def checked_class(class_name):
-        if class_name and class_name not in explainer.labels:
-            raise gr.Error(f"unknown class {class_name!r}; use a CIFAR-100 class name or '' "
-                           "for the top-1 class")
-
-    @lossless
-    def explain(image, head_fusion="mean", discard_ratio=0.0, block=0, head=0,
-                class_name=None):
-        """Rollout, raw attention (block, head; 0 = last block / all heads) and class map."""
-        b = int(block) - 1 if block else pred.num_blocks - 1
-        if not 0 <= b < pred.num_blocks:
-            raise gr.Error(f"block must be 1..{pred.num_blocks}")
-        h = int(head) - 1 if head else None
-        if h is not None and not 0 <= h < pred.num_heads:
-            raise gr.Error(f"head must be 1..{pred.num_heads} (0 = all heads)")
-        if head_fusion not in FUSIONS:
-            raise gr.Error(f"head_fusion must be one of {FUSIONS}")
-        if not 0.0 <= float(discard_ratio) < 1.0:
-            raise gr.Error("discard_ratio must be in [0, 1)")
-        checked_class(class_name)
-        a = analyse(image)
-        return (explainer.top_k(a), explainer.rollout(a, head_fusion, float(discard_ratio)),
-                explainer.raw(a, b, h, head_fusion),
-                explainer.class_map(a, class_index(a, class_name)))
-
-    @lossless
-    def occlusion(image, class_name=None):
-        """Occlusion map: each patch cell's drop in the class's probability when greyed out."""
-        checked_class(class_name)
-        a = analyse(image, gradients=False)
-        c = class_index(a, class_name)
-        drops = explainer.occlusion_grid(a, c)
-        return (explainer.top_k(a), explainer.occlusion(a, c),
-                {"class": explainer.labels[c], "probability": float(a.probs[c]),
-                 "drops": np.round(drops, 6).tolist()})
-
-    # ---------------------------------------------------------------- batch
-    @lossless
-    def batch(files):
-        if not files:
-            raise gr.Error("Choose one or more image files.")
-        rows, gallery = [], []
-        for path in files:
-            name = os.path.basename(path)
-            try:
-                a = explainer.analyse(path, gradients=False)
-            except images.ImageDecodeError as exc:
-                rows.append([name, "—", None, str(exc)])
-                continue
-            top = a.top_class
-            rows.append([name, explainer.labels[top], round(float(a.probs[top]), 4), ""])
-            gallery.append((explainer.rollout(a), f"{name}: {explainer.labels[top]}"))
-        return rows, gallery
+    # API endpoints: the handlers' docstrings are what the API page shows
+    classify, explain, occlusion, batch = (
+        endpoint(h, analyser) for h in (handlers.classify, handlers.explain,
+                                        handlers.occlusion, handlers.batch))
 
     # ---------------------------------------------------------------- layout
     accuracy = (f"test top-1 **{100 * info.test_top1:.1f}%**, top-5 {100 * info.test_top5:.1f}%"
@@ -250,23 +167,24 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
                     seen = gr.Image(label="What the model sees (32×32) — click a patch",
                                     height=340, elem_id="seen", **SHOWN)
             with gr.Row():
-                lead_imgs = [gr.Image(label=explainer.map_label(name), elem_id=name.replace(
+                lead_imgs = [gr.Image(label=analyser.map_label(name), elem_id=name.replace(
                     "_", ""), **SHOWN) for name in lead]
-            gr.Markdown("  \n".join(explainer.trust_line(n) for n in (*lead, "raw"))
-                        + "  \n" + explainer.rollout_caption + " *Occlusion* greys out each "
+            gr.Markdown("  \n".join(analyser.trust_line(n) for n in (*lead, "raw"))
+                        + "  \n" + analyser.rollout_caption + " *Occlusion* greys out each "
                         "patch cell in turn and shows how much the class's probability drops; "
                         "the class map weights attention by its gradient for the chosen class.",
                         elem_id="trust")
             with gr.Row():
-                fusion = gr.Radio(FUSIONS, value="mean", label="Head fusion")
+                fusion = gr.Radio(list(FUSIONS), value="mean", label="Head fusion")
                 discard = gr.Slider(0.0, 0.9, value=0.0, step=0.05, label="Discard ratio")
                 block = gr.Slider(1, pred.num_blocks, value=pred.num_blocks, step=1,
                                   label="Block")
-                head = gr.Dropdown(heads, value=ALL_HEADS, label="Head")
-                class_dd = gr.Dropdown(explainer.labels, value=None,
+                head = gr.Dropdown(handlers.head_choices(pred.num_heads), value=ALL_HEADS,
+                                   label="Head")
+                class_dd = gr.Dropdown(analyser.labels, value=None,
                                        label="Explain class (default: top-1)")
             with gr.Row():
-                raw_img = gr.Image(label=explainer.map_label("raw") + " of the chosen block "
+                raw_img = gr.Image(label=analyser.map_label("raw") + " of the chosen block "
                                    "and head", elem_id="raw", **SHOWN)
                 patch_img = gr.Image(label="Where the selected patch looks",
                                      elem_id="patch", **SHOWN)
@@ -299,7 +217,7 @@ def build_demo(explainer: Explainer) -> gr.Blocks:
         # Public API endpoints, wired to hidden triggers so the UI stays uncluttered.
         api_image = UploadImage(type="filepath", visible=False)
         api_class = gr.Textbox(visible=False)
-        api_options = [gr.Radio(FUSIONS, value="mean", visible=False),
+        api_options = [gr.Radio(list(FUSIONS), value="mean", visible=False),
                        gr.Number(0.0, visible=False), gr.Number(0, visible=False),
                        gr.Number(0, visible=False), api_class]
         api_label = gr.Label(visible=False)
@@ -348,10 +266,10 @@ def share_server_reachable(timeout: float = 3.0) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     share = args.share and share_server_reachable()
-    explainer = Explainer.from_spec(args.model, warmup="background")
-    if explainer.info.notice:
-        print(f"notice: {explainer.info.notice}", flush=True)
-    demo = build_demo(explainer)
+    analyser = Analyser.from_spec(args.model, warmup="background")
+    if analyser.info.notice:
+        print(f"notice: {analyser.info.notice}", flush=True)
+    demo = build_demo(analyser)
     demo.launch(server_name=args.host, server_port=args.port, share=share,
                 max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS,
                 prevent_thread_lock=True)

@@ -7,82 +7,82 @@ from PIL import Image
 import vit
 from tests.conftest import ROOT
 from vit import images
-from vit.analysis import DISPLAY, Explainer, ModelInfo
+from vit.analysis import DISPLAY, Analyser, ModelInfo
 
 
 @pytest.fixture(scope="module")
-def explainer():
+def analyser():
     model = vit.build_vit(vit.get_preset("tiny"))
-    return Explainer(model, vit.data.CIFAR100_LABELS, ModelInfo(source="test"))
+    return Analyser(model, vit.data.CIFAR100_LABELS, ModelInfo(source="test"))
 
 
 @pytest.fixture(scope="module")
-def analysis(explainer):
-    return explainer.analyse(str(ROOT / "examples" / "apple.png"))
+def analysis(analyser):
+    return analyser.analyse(str(ROOT / "examples" / "apple.png"))
 
 
-def test_analysis_has_probabilities_attention_and_top1_gradients(explainer, analysis):
+def test_analysis_has_probabilities_attention_and_top1_gradients(analyser, analysis):
     assert analysis.pixels.shape == (32, 32, 3) and analysis.display.shape == (DISPLAY, DISPLAY, 3)
     np.testing.assert_allclose(analysis.probs.sum(), 1.0, atol=1e-5)
     assert len(analysis.attention) == 2
     assert list(analysis.gradients) == [analysis.top_class]
-    fresh = explainer.predictor.class_gradients(analysis.pixels, analysis.top_class)
+    fresh = analyser.predictor.class_gradients(analysis.pixels, analysis.top_class)
     for a, b in zip(analysis.gradients[analysis.top_class], fresh):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_classification_only_path_matches(explainer, analysis):
-    quick = explainer.analyse(str(ROOT / "examples" / "apple.png"), gradients=False)
+def test_classification_only_path_matches(analyser, analysis):
+    quick = analyser.analyse(str(ROOT / "examples" / "apple.png"), gradients=False)
     np.testing.assert_allclose(quick.probs, analysis.probs, atol=1e-5)
     assert quick.gradients == {}
 
 
-def test_top_k_is_sorted_and_named(explainer, analysis):
-    top = explainer.top_k(analysis, 5)
+def test_top_k_is_sorted_and_named(analyser, analysis):
+    top = analyser.top_k(analysis, 5)
     assert len(top) == 5 and list(top.values()) == sorted(top.values(), reverse=True)
     assert set(top) <= set(vit.data.CIFAR100_LABELS)
 
 
-def test_pictures_have_display_size_and_differ(explainer, analysis):
-    pictures = [explainer.rollout(analysis), explainer.raw(analysis, 0, None),
-                explainer.patch(analysis, 1, 5, 0), explainer.class_map(analysis, 3)]
+def test_pictures_have_display_size_and_differ(analyser, analysis):
+    pictures = [analyser.rollout(analysis), analyser.raw(analysis, 0, None),
+                analyser.patch(analysis, 1, 5, 0), analyser.class_map(analysis, 3)]
     for p in pictures:
         assert p.shape == (DISPLAY, DISPLAY, 3) and p.dtype == np.uint8
     assert len({p.tobytes() for p in pictures}) == 4
     assert 3 in analysis.gradients  # computed once, then cached
 
 
-def test_model_view_outlines_the_clicked_patch(explainer, analysis):
-    plain = explainer.model_view(analysis)
-    patch = explainer.patch_at(DISPLAY - 1, 0)  # top-right corner
-    assert patch == explainer.grid - 1
-    marked = explainer.model_view(analysis, patch)
+def test_model_view_outlines_the_clicked_patch(analyser, analysis):
+    plain = analyser.model_view(analysis)
+    patch = analyser.patch_at(DISPLAY - 1, 0)  # top-right corner
+    assert patch == analyser.grid - 1
+    marked = analyser.model_view(analysis, patch)
     changed = np.argwhere((plain != marked).any(-1))
-    assert changed[:, 1].min() >= DISPLAY * (explainer.grid - 1) // explainer.grid - 1
-    assert changed[:, 0].max() < DISPLAY // explainer.grid
+    assert changed[:, 1].min() >= DISPLAY * (analyser.grid - 1) // analyser.grid - 1
+    assert changed[:, 0].max() < DISPLAY // analyser.grid
 
 
-def test_bad_upload_raises_decode_error(explainer):
+def test_bad_upload_raises_decode_error(analyser):
     with pytest.raises(images.ImageDecodeError):
-        explainer.analyse(b"definitely not an image")
+        analyser.analyse(b"definitely not an image")
 
 
 def test_untrained_model_says_so():
-    e = Explainer.untrained("tiny", warmup=False)
+    e = Analyser.untrained("tiny", warmup=False)
     assert not e.info.trained and "UNTRAINED" in e.info.notice
 
 
-def test_from_spec_loads_a_local_model_folder(tmp_path, explainer):
-    model = explainer.predictor.model
+def test_from_spec_loads_a_local_model_folder(tmp_path, analyser):
+    model = analyser.predictor.model
     model.save(tmp_path, zipped=False)
-    e = Explainer.from_spec(str(tmp_path), warmup=False)
+    e = Analyser.from_spec(str(tmp_path), warmup=False)
     img = Image.open(ROOT / "examples" / "whale.png")
     np.testing.assert_allclose(e.analyse_image(img, False).probs,
-                               explainer.analyse_image(img, False).probs, atol=1e-5)
+                               analyser.analyse_image(img, False).probs, atol=1e-5)
 
 
 def test_mistyped_model_path_serves_the_bundled_model_and_says_why():
-    e = Explainer.from_spec("/no/such/model-folder", warmup=False)
+    e = Analyser.from_spec("/no/such/model-folder", warmup=False)
     assert e.info.trained and e.info.source == "bundled weights"
     assert "/no/such/model-folder" in e.info.notice and "bundled model instead" in e.info.notice
 
@@ -98,12 +98,12 @@ def test_unloadable_model_falls_back_or_serves_untrained_never_crashes(tmp_path,
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF  # fails the sha256 in metrics.json
     weights.write_bytes(bytes(data))
-    e = Explainer.from_spec(str(broken), warmup=False)
+    e = Analyser.from_spec(str(broken), warmup=False)
     assert e.info.trained and e.info.source == "bundled weights"
     assert "bundled model instead" in e.info.notice
     # a Space serving a Hub model has no bundled weights to fall back on
     monkeypatch.setattr(model_folder, "bundled_available", lambda *a, **k: False)
-    e = Explainer.from_spec(str(broken), warmup=False)
+    e = Analyser.from_spec(str(broken), warmup=False)
     assert not e.info.trained and str(broken) in e.info.notice and "UNTRAINED" in e.info.notice
 
 
@@ -115,12 +115,12 @@ def _faithfulness(**deletion):
 
 def test_lead_maps_follow_the_measured_deletion_scores():
     model = vit.build_vit(vit.get_preset("tiny"))
-    unmeasured = Explainer(model, vit.data.CIFAR100_LABELS, ModelInfo(source="t"), warmup=False)
+    unmeasured = Analyser(model, vit.data.CIFAR100_LABELS, ModelInfo(source="t"), warmup=False)
     assert unmeasured.lead_maps() == ["occlusion", "class_map", "rollout"]
     assert "not measured" in unmeasured.trust_line("rollout")
     info = ModelInfo(source="t", faithfulness=_faithfulness(
         random=0.2, rollout=0.1, class_map=0.15, occlusion=0.19, raw=0.21))
-    e = Explainer(model, vit.data.CIFAR100_LABELS, info, warmup=False)
+    e = Analyser(model, vit.data.CIFAR100_LABELS, info, warmup=False)
     assert e.lead_maps() == ["rollout", "class_map", "occlusion"]
     assert "0.100" in e.trust_line("rollout") and "0.200" in e.trust_line("rollout")
     assert "finds the evidence well" in e.trust_line("rollout")  # 0.5x random
@@ -132,7 +132,7 @@ def test_lead_maps_follow_the_measured_deletion_scores():
 def test_not_sure_below_the_threshold_only():
     model = vit.build_vit(vit.get_preset("tiny"))
     rule = {"threshold": 0.4, "validation": {"accuracy_below": 0.31}}
-    e = Explainer(model, vit.data.CIFAR100_LABELS, ModelInfo(source="t", not_sure=rule),
+    e = Analyser(model, vit.data.CIFAR100_LABELS, ModelInfo(source="t", not_sure=rule),
                   warmup=False)
     probs = np.full(100, 0.3 / 99)
     probs[7] = 0.7
@@ -147,49 +147,49 @@ def test_not_sure_below_the_threshold_only():
     assert e.not_sure(doubtful) is None
 
 
-def test_occlusion_is_the_drop_of_the_class_probability(explainer, analysis):
+def test_occlusion_is_the_drop_of_the_class_probability(analyser, analysis):
     c = analysis.top_class
-    drops = explainer.occlusion_grid(analysis, c)
-    assert drops.shape == (explainer.grid, explainer.grid)
+    drops = analyser.occlusion_grid(analysis, c)
+    assert drops.shape == (analyser.grid, analyser.grid)
     # recompute one cell by hand: grey it out and run the classifier
     r, col = np.unravel_index(np.argmax(drops), drops.shape)
-    px = explainer.predictor.patch_px
+    px = analyser.predictor.patch_px
     masked = analysis.pixels.copy()
-    masked[r * px:(r + 1) * px, col * px:(col + 1) * px] = explainer.predictor.baseline_pixel
-    p = explainer.predictor.predict(masked[None])[0][0, c]
+    masked[r * px:(r + 1) * px, col * px:(col + 1) * px] = analyser.predictor.baseline_pixel
+    p = analyser.predictor.predict(masked[None])[0][0, c]
     np.testing.assert_allclose(drops[r, col], analysis.probs[c] - p, atol=1e-5)
-    picture = explainer.occlusion(analysis, c)
+    picture = analyser.occlusion(analysis, c)
     assert picture.shape == (DISPLAY, DISPLAY, 3)
 
 
-def test_deletion_plot_has_one_curve_per_map(explainer, analysis):
+def test_deletion_plot_has_one_curve_per_map(analyser, analysis):
     c = analysis.top_class
-    grids = {"occlusion": explainer.occlusion_grid(analysis, c),
-             "rollout": explainer.rollout_grid(analysis)}
-    fig = explainer.deletion_plot(analysis, grids, c)
+    grids = {"occlusion": analyser.occlusion_grid(analysis, c),
+             "rollout": analyser.rollout_grid(analysis)}
+    fig = analyser.deletion_plot(analysis, grids, c)
     lines = fig.axes[0].get_lines()
     assert len(lines) == 2
     np.testing.assert_allclose(lines[0].get_ydata()[0], 100 * analysis.probs[c], rtol=1e-4)
     assert all("area" in line.get_label() for line in lines)
 
 
-def test_a_model_folder_brings_its_temperature_and_a_broken_one_is_said(tmp_path, explainer):
+def test_a_model_folder_brings_its_temperature_and_a_broken_one_is_said(tmp_path, analyser):
     import json
 
-    model = explainer.predictor.model
+    model = analyser.predictor.model
     model.save(tmp_path, zipped=False)
     record = {"temperature": 0.5, "not_sure": {"threshold": 0.3}}
     (tmp_path / "calibration.json").write_text(json.dumps(record))
     (tmp_path / "faithfulness.json").write_text("{not json")  # optional: ignored
-    e = Explainer.from_spec(str(tmp_path), warmup=False)
+    e = Analyser.from_spec(str(tmp_path), warmup=False)
     assert e.predictor.temperature == 0.5 and e.info.not_sure == {"threshold": 0.3}
     assert e.info.faithfulness is None and e.info.notice is None
     img = Image.open(ROOT / "examples" / "whale.png")
     sharp = e.analyse_image(img, False).probs
-    plain = explainer.analyse_image(img, False).probs  # temperature 1
+    plain = analyser.analyse_image(img, False).probs  # temperature 1
     z = np.log(plain) / 0.5
     np.testing.assert_allclose(sharp, np.exp(z - z.max()) / np.exp(z - z.max()).sum(),
                                rtol=1e-3, atol=1e-6)
     (tmp_path / "calibration.json").write_text('{"temperature": -1}')
-    e = Explainer.from_spec(str(tmp_path), warmup=False)
+    e = Analyser.from_spec(str(tmp_path), warmup=False)
     assert e.predictor.temperature == 1.0 and "uncalibrated" in e.info.notice

@@ -11,7 +11,7 @@ from PIL import Image
 
 from app_server import ROOT, AppServer
 from upload_corpus import EXPECTED, make_bad_upload_corpus
-from vit.analysis import Explainer
+from vit.analysis import Analyser
 from vit.data import CIFAR100_LABELS
 
 pytestmark = pytest.mark.slow
@@ -49,8 +49,8 @@ def test_explain_returns_label_and_three_maps(client):
     # Lossless: the same map rendered in-process matches the served one (Gradio's
     # default WebP would be off by tens of levels).
     assert all(m.format == "PNG" for m in maps)
-    explainer = Explainer.from_spec(None, warmup=False)
-    expected = explainer.rollout(explainer.analyse(EXAMPLE), "max", 0.2)
+    analyser = Analyser.from_spec(None, warmup=False)
+    expected = analyser.rollout(analyser.analyse(EXAMPLE), "max", 0.2)
     served = np.asarray(maps[0].convert("RGB"), np.int16)
     assert served.shape == expected.shape
     assert np.abs(served - expected).max() <= 2
@@ -62,8 +62,8 @@ def test_classify_returns_the_calibrated_probabilities(client):
     temperature = calibration.read_calibration(model_folder.BUNDLED_DIR)["temperature"]
     assert temperature != 1.0
     model = model_folder.load_pretrained()
-    explainer = Explainer.from_spec(None, warmup=False)
-    pixels = explainer.analyse(EXAMPLE, gradients=False).pixels
+    analyser = Analyser.from_spec(None, warmup=False)
+    pixels = analyser.analyse(EXAMPLE, gradients=False).pixels
     logits = np.asarray(model(pixels[None].astype("float32")))[0]
     want = calibration.softmax(logits, temperature)
     result = client.predict(handle_file(EXAMPLE), api_name="/classify")
@@ -79,9 +79,9 @@ def test_occlusion_endpoint_returns_the_map_and_its_numbers(client):
     assert record["class"] == "orange"
     drops = np.array(record["drops"])
     assert drops.shape == (8, 8) and np.abs(drops).max() > 0
-    explainer = Explainer.from_spec(None, warmup=False)
-    a = explainer.analyse(EXAMPLE, gradients=False)
-    want = explainer.occlusion_grid(a, CIFAR100_LABELS.index("orange"))
+    analyser = Analyser.from_spec(None, warmup=False)
+    a = analyser.analyse(EXAMPLE, gradients=False)
+    want = analyser.occlusion_grid(a, CIFAR100_LABELS.index("orange"))
     np.testing.assert_allclose(drops, want, atol=1e-4)
     with pytest.raises(Exception, match="unknown class"):
         client.predict(handle_file(EXAMPLE), "unicorn", api_name="/occlusion")

@@ -1,22 +1,20 @@
 """What the demo shows for one image: predictions plus every attention map.
 
-`Explainer` owns the model (one compiled forward + gradients, see
+`Analyser` owns the model (one compiled forward + gradients, see
 `inference.Predictor`) and turns an `Analysis` into pictures. It has no
 Gradio in it, so the app stays a thin UI and all of this is unit-testable.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from . import calibration, explain, faithfulness, images
-from .data import CIFAR100_LABELS
 from .inference import Predictor
+from .model_choice import ModelInfo, choose_model, untrained_model
 
 DISPLAY = 320  # side of every picture the demo shows
 # The maps the page can lead with, in the order used when no faithfulness.json
@@ -24,25 +22,6 @@ DISPLAY = 320  # side of every picture the demo shows
 LEAD_MAPS = ("occlusion", "class_map", "rollout")
 MAP_NAMES = {"occlusion": "Occlusion", "class_map": "Class map", "rollout": "Attention rollout",
              "raw": "Raw attention", "random": "Random order"}
-
-
-@dataclass
-class ModelInfo:
-    """Where the weights came from and how good they are, for the UI header."""
-
-    source: str
-    preset: str = "?"
-    parameters: int = 0
-    test_top1: float | None = None
-    test_top5: float | None = None
-    trained: bool = True
-    notice: str | None = None
-    progress: str | None = None  # e.g. "checkpoint after 17 of 50 epochs"
-    temperature: float = 1.0  # calibration.json: probabilities are softmax(logits / T)
-    # calibration.json's "not_sure": threshold (calibrated top-1 under it: "not
-    # sure") and the held-out accuracy below / above it
-    not_sure: dict | None = None
-    faithfulness: dict | None = None  # faithfulness.json: dataset-level map scores
 
 
 @dataclass
@@ -59,7 +38,7 @@ class Analysis:
         return int(np.argmax(self.probs))
 
 
-class Explainer:
+class Analyser:
     def __init__(self, model, label_names: list[str], info: ModelInfo,
                  warmup: bool | str = True):
         """warmup: True compiles both XLA programs now; "background" compiles them
@@ -78,62 +57,14 @@ class Explainer:
     # ------------------------------------------------------------ loading
     @classmethod
     def from_spec(cls, spec: str | None = None, timeout: float = 3.0, warmup: bool = True):
-        """Bundled weights, a local folder, or a Hub repo[@rev] (falls back to bundled)."""
-        from . import hub, model_folder
-
-        if spec is None and not model_folder.bundled_available():
-            return cls.untrained(warmup=warmup)
-        try:
-            folder, notice = hub.resolve_model(spec, timeout=timeout)
-        except (hub.HubError, ValueError) as exc:  # bad spec, or no Hub and nothing bundled
-            explainer = cls.untrained(warmup=warmup)
-            explainer.info.notice = (f"Could not load the model {spec!r} ({exc}) and no "
-                                     f"bundled weights exist. {explainer.info.notice}")
-            return explainer
-        try:
-            model = model_folder.load_pretrained(folder)
-        except model_folder.ModelIntegrityError as exc:
-            if spec is None:  # the bundled weights themselves are broken: say so loudly
-                raise
-            if not model_folder.bundled_available():  # a Space serving a Hub model
-                explainer = cls.untrained(warmup=warmup)
-                explainer.info.notice = (f"Could not load the model {spec!r} ({exc}). "
-                                         f"{explainer.info.notice}")
-                return explainer
-            explainer = cls.from_spec(None, timeout, warmup)  # the bundled weights
-            explainer.info.notice = f"{exc}; using the bundled model instead."
-            return explainer
-        metrics = _read_json(folder, "metrics.json") or {}
-        labels = _read_json(folder, "labels.json") or CIFAR100_LABELS
-        source = "bundled weights" if os.path.abspath(folder) == os.path.abspath(
-            model_folder.BUNDLED_DIR) else (spec if spec and not notice else folder)
-        try:
-            calibrated = calibration.read_calibration(folder) or {}
-        except calibration.CalibrationError as exc:  # serve, but say so
-            calibrated = {}
-            notice = f"{notice + ' ' if notice else ''}{exc}; confidences are uncalibrated."
-        info = ModelInfo(source=source, preset=metrics.get("preset", "?"),
-                         parameters=model.count_params(),
-                         test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
-                         notice=notice, temperature=calibrated.get("temperature", 1.0),
-                         not_sure=calibrated.get("not_sure"),
-                         faithfulness=_read_json(folder, "faithfulness.json", quiet=True))
-        if metrics.get("in_training"):
-            info.progress = (f"training checkpoint after {metrics.get('epochs')} of "
-                             f"{metrics.get('epochs_planned')} epochs")
-        return cls(model, labels, info, warmup=warmup)
+        """The model `model_choice.choose_model` picks for `spec` (Hub, cache,
+        bundled, untrained), ready to analyse."""
+        return cls(*choose_model(spec, timeout), warmup=warmup)
 
     @classmethod
     def untrained(cls, preset: str = "compact", warmup: bool = True):
         """Random weights, loudly labelled: for a checkout without bundled weights."""
-        import vit
-
-        model = vit.build_vit(vit.get_preset(preset))
-        info = ModelInfo(source="random initialisation", preset=preset,
-                         parameters=model.count_params(), trained=False,
-                         notice="No trained weights were found: this model is UNTRAINED "
-                                "and its predictions are random.")
-        return cls(model, CIFAR100_LABELS, info, warmup=warmup)
+        return cls(*untrained_model(preset=preset), warmup=warmup)
 
     # ------------------------------------------------------------ analysis
     @property
@@ -316,16 +247,3 @@ class Explainer:
                 "token (its head flattens every patch), so the map shows how much each "
                 "patch contributes to all tokens on average, not to one decision token.")
 
-
-def _read_json(folder: str, name: str, quiet: bool = False):
-    """A JSON file of the model folder, or None if absent (or, quiet, unreadable)."""
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        if quiet:  # optional extras must not stop the demo
-            return None
-        raise

@@ -54,7 +54,7 @@ class Predictor:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.model = model
         self.temperature = float(temperature)
-        self.explainer = with_attention(model)
+        self.attention_model = with_attention(model)
         encoders = [layer for layer in model.layers if isinstance(layer, PatchEncoder)]
         blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
         if len(encoders) != 1 or not blocks:
@@ -132,7 +132,7 @@ class Predictor:
         return tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
 
     def _forward_fn(self, images):
-        outputs = self.explainer(tf.cast(images, tf.float32), training=False)
+        outputs = self.attention_model(tf.cast(images, tf.float32), training=False)
         return (self._softmax(outputs["logits"]),
                 tf.stack(outputs["attention"], axis=1))  # (B, blocks, h, T, T)
 
@@ -146,7 +146,7 @@ class Predictor:
             # is recorded; watching the attention afterwards would come too late once
             # no trainable variable makes the tape record (frozen or constant weights).
             tape.watch(pixels)
-            outputs = self.explainer(pixels, training=False)
+            outputs = self.attention_model(pixels, training=False)
             attention = outputs["attention"]
             logits = outputs["logits"][0]
             # class_index -1 means "the top-1 class", decided inside the same program.
