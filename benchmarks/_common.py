@@ -40,27 +40,27 @@ def default_data_dir() -> str | None:
     return str(shared) if (shared / "train").is_file() else None
 
 
-def model_folder(folder: str | None) -> str | None:
+def chosen_folder(folder: str | None) -> str | None:
     """The folder to load, or None when only the untrained fallback is left."""
-    from vit import model_folder
+    from vit import model_folder as folders
 
     if folder:
         return folder
-    return model_folder.BUNDLED_DIR if model_folder.bundled_available() else None
+    return folders.BUNDLED_DIR if folders.bundled_available() else None
 
 
 def load_model(folder: str | None):
     """(keras model, description). Falls back loudly to an untrained `compact` model."""
     import vit
-    from vit import model_folder
+    from vit import model_folder as folders
 
-    chosen = model_folder(folder)
+    chosen = chosen_folder(folder)
     if chosen is None:
         print(UNTRAINED_WARNING, flush=True)
         model = vit.build_vit(vit.get_preset("compact"))
         return model, "UNTRAINED compact (random weights)"
-    model = model_folder.load_pretrained(chosen)
-    name = "bundled weights" if chosen == model_folder.BUNDLED_DIR else chosen
+    model = folders.load_pretrained(chosen)
+    name = "bundled weights" if chosen == folders.BUNDLED_DIR else chosen
     return model, f"{name} ({model.count_params():,} parameters)"
 
 
@@ -78,6 +78,34 @@ def forward_flops(model) -> int:
     spec = tf.TensorSpec((1, size, size, 3), tf.float32)
     graph = convert_variables_to_constants_v2(
         tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)).graph
+    options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+def training_flops(model, num_classes: int | None = None) -> int:
+    """Floating-point operations of one image's training step: the forward pass
+    in training mode, the loss and every weight gradient (about 3x the forward).
+
+    Counted by the same graph profiler on the step's graph, so a training
+    throughput (images/s) reads as achieved FLOP/s against the machine's peak,
+    and a run's wall time on other hardware can be projected from it.
+    """
+    import keras
+    import tensorflow as tf
+
+    size = int(model.input_shape[1])
+    classes = num_classes or int(model.output_shape[-1])
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, logits,
+                                                                        from_logits=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = step.get_concrete_function(tf.TensorSpec((1, size, size, 3), tf.float32),
+                                       tf.TensorSpec((1, classes), tf.float32)).graph
     options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
 

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import add_model_args, load_model, model_folder, print_table
+from _common import add_model_args, chosen_folder, load_model, print_table
 from PIL import Image
 
 UPLOAD_SIDE = 256
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     x, y = ds.x_test[:args.limit], ds.y_test[:args.limit]
     model, described = load_model(args.model)
     labels = ds.label_names
-    folder = model_folder(args.model)
+    folder = chosen_folder(args.model)
     if folder and os.path.isfile(os.path.join(folder, "labels.json")):
         with open(os.path.join(folder, "labels.json")) as f:
             labels = json.load(f)

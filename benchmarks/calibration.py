@@ -22,7 +22,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import ROOT, add_model_args, model_folder, print_table
+from _common import ROOT, add_model_args, chosen_folder, print_table
 from PIL import Image
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
     from vit import calibration, data
 
-    folder = model_folder(args.model)
+    folder = chosen_folder(args.model)
     ds = data.load_cifar100(args.data_dir)
     x, y = ds.x_test[:args.n], ds.y_test[:args.n]
     labels = list(ds.label_names)

@@ -34,7 +34,7 @@ import os
 import time
 
 import numpy as np
-from _common import add_model_args, model_folder, print_table
+from _common import add_model_args, chosen_folder, print_table
 
 ROLLOUTS = {f"rollout{'' if f == 'mean' else '_' + f}{'' if d == 0 else '_d0.9'}": (f, d)
             for d in (0.0, 0.9) for f in ("mean", "max", "min")}
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     from vit.analysis import LEAD_MAPS
     from vit.inference import Predictor
 
-    folder = model_folder(args.model)
+    folder = chosen_folder(args.model)
     if folder is None:
         raise SystemExit("error: no model folder (no bundled weights and no --model)")
     model = model_folder.load_pretrained(folder)

@@ -32,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import ROOT, UNTRAINED_WARNING, model_folder, print_table
+from _common import ROOT, UNTRAINED_WARNING, chosen_folder, print_table
 
 sys.path.insert(0, str(ROOT / "tests"))
 from app_server import free_port  # noqa: E402
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.cold_repeats, args.trips, args.repeats, args.duration = 1, 3, 1, 3.0
-    if model_folder(args.model) is None:
+    if chosen_folder(args.model) is None:
         print(UNTRAINED_WARNING, flush=True)
     app_args = ["--model", args.model] if args.model else []
 

@@ -14,7 +14,14 @@ are timed one by one (a preset stops early after --max-seconds); images/s is
 the batch size over the median step time. Random pixels cost the same as
 real ones. float32 unless --mixed-precision.
 
-Last line: `tutorial=... compact=... gpu=... tiny=...` (images/s per preset).
+Each preset's training FLOPs per image (forward in training mode + loss +
+weight gradients, counted by TensorFlow's graph profiler, `_common.training_flops`)
+turn images/s into achieved GFLOP/s, to read against the machine's peak
+(2 AVX2 cores at ~2.5 GHz: ~160 GFLOP/s float32), and project a run's time on
+other hardware (the gpu preset's docstring in vit/config.py).
+
+Last line: `<preset>=<images/s> <preset>_train_gflop=<per image> <preset>_gflops=<achieved>`
+for each preset.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import statistics
 import time
 
 import numpy as np
-from _common import print_table
+from _common import print_table, training_flops
 
 DEFAULT_PRESETS = ("tutorial", "compact", "gpu", "tiny")
 
@@ -80,9 +87,11 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
               shuffle=False)
     wall = time.perf_counter() - t0
     step = statistics.median(timer.times)
+    ips = config.recipe.batch_size / step
+    flops = training_flops(model)
     result = dict(preset=preset, batch=config.recipe.batch_size, params=model.count_params(),
-                  steps=len(timer.times), step_ms=1000 * step,
-                  ips=config.recipe.batch_size / step, wall=wall)
+                  steps=len(timer.times), step_ms=1000 * step, ips=ips, wall=wall,
+                  train_gflop=flops / 1e9, gflops=ips * flops / 1e9)
     keras.backend.clear_session()
     return result
 
@@ -119,11 +128,14 @@ def main(argv=None) -> int:
                     args.batch_size)
         print(f"  {preset}: {r['ips']:.1f} images/s ({r['wall']:.0f} s)", flush=True)
         results.append(r)
-    print_table(["preset", "params", "batch", "timed steps", "median step ms", "images/s"],
+    print_table(["preset", "params", "batch", "timed steps", "median step ms", "images/s",
+                 "train GFLOP/image", "achieved GFLOP/s"],
                 [[r["preset"], f"{r['params']:,}", r["batch"], r["steps"],
-                  f"{r['step_ms']:.0f}", f"{r['ips']:.1f}"] for r in results],
+                  f"{r['step_ms']:.0f}", f"{r['ips']:.1f}", f"{r['train_gflop']:.3f}",
+                  f"{r['gflops']:.1f}"] for r in results],
                 "Training throughput")
-    print(" ".join(f"{r['preset']}={r['ips']:.1f}" for r in results))
+    print(" ".join(f"{r['preset']}={r['ips']:.1f} {r['preset']}_train_gflop={r['train_gflop']:.4f} "
+                   f"{r['preset']}_gflops={r['gflops']:.2f}" for r in results))
     return 0
 
 

@@ -178,7 +178,7 @@ def test_write_read_round_trip_and_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_calibrate_script_on_a_model_folder(cifar_path, tmp_path):
+def test_calibrate_script_on_a_model_folder(cifar_path, cifar, tmp_path):
     """scripts/calibrate.py on an (untrained) tiny model folder and the real data."""
     import re
     import subprocess
@@ -210,7 +210,8 @@ def test_calibrate_script_on_a_model_folder(cifar_path, tmp_path):
                     f"test_ece_after={record['test']['ece_after']} "
                     f"not_sure_threshold={record['not_sure']['threshold']}")
     assert re.fullmatch(r"(\w+=[0-9.e-]+ ?){6}", last)
-    assert record["validation"]["images"] == round(50000 * config.recipe.validation_split)
-    assert record["test"]["images"] == 10000
+    assert record["validation"]["images"] == round(len(cifar.y_train) *
+                                                   config.recipe.validation_split)
+    assert record["test"]["images"] == len(cifar.y_test)
     assert model_folder.sha256_file(f"{folder}/model.weights.h5") == sha
     assert "## Calibration" in open(f"{folder}/README.md").read()

@@ -186,9 +186,18 @@ PRESETS: dict[str, ViTConfig] = {
             warmup_epochs=3, label_smoothing=0.1, augment="basic", mixup_alpha=0.2,
             cutmix_alpha=1.0, resample_prob=0.25),
     ),
-    # GPU recipe: CCT-7/3x1-like width and depth over 16x16 = 256 tokens with
-    # heavy augmentation; not trained on the 2-core CPU (far too slow there).
-    #   python train.py --preset gpu --mixed-precision bf16 --jit
+    # GPU recipe: CCT-7/3x1-like width and depth over 16x16 = 256 tokens, with
+    # per-image TrivialAugment (vit.augment), mixup/CutMix, 300 epochs. Not
+    # trained here (2-core CPU: ~10 img/s); a one-epoch bf16 + XLA smoke run is
+    # in tests/test_training.py.
+    #   python train.py --preset gpu --mixed-precision bf16 --jit --data-dir DIR
+    # Cost: 3.79M parameters; 2.40 GFLOP per image forward, 7.03 GFLOP per
+    # training image (benchmarks/train_throughput.py, TF graph profiler), so
+    # 300 epochs x 45,000 images = 9.5e16 FLOP. Projected on one H100 SXM
+    # (989 TFLOP/s dense bf16): 5 min at 30% of peak, 32 min at 5%; assume the
+    # slow end, since a 3.8M-parameter model at batch 128 is step-overhead
+    # bound, and the host must feed 7k-42k img/s (TrivialAugment runs ~4,400
+    # img/s per CPU core here, so give tf.data 2-10 cores). Not yet run on a GPU.
     # CCT-7/3x1 reports 80.9% on CIFAR-100 for this shape after 300 epochs.
     "gpu": ViTConfig(
         arch=Architecture(
