@@ -32,13 +32,14 @@ def class_images(label: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
-def write_cifar100_layout(folder: str, seed: int = 0) -> str:
+def write_cifar100_layout(folder: str, seed: int = 0, train_per_class: int = TRAIN_PER_CLASS,
+                          test_per_class: int = TEST_PER_CLASS) -> str:
     """Write `train`, `test`, `meta` (as CIFAR-100's python version does); returns folder."""
     from vit.data import CIFAR100_LABELS
 
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
-    for name, per_class in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+    for name, per_class in (("train", train_per_class), ("test", test_per_class)):
         labels = np.repeat(np.arange(100), per_class)
         images = np.concatenate([class_images(c, per_class, rng) for c in range(100)])
         order = rng.permutation(len(labels))
