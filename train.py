@@ -4,12 +4,14 @@
     python train.py --preset compact --output-dir runs/compact --resume   # after Ctrl-C
     python train.py --preset compact --keep-checkpoints 10   # then scripts/average_checkpoints.py
     python train.py --preset tiny --epochs 2 --limit-train 2048            # smoke run
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
+        "index": 0}}' python train.py --strategy multiworker   # on each machine (index 0, 1, ...)
     python train.py --preset compact --init-from vit/weights --epochs 2 --lr 1e-4 \
         --set warmup_epochs=0 resample_prob=0.5 --output-dir runs/finetune  # fine-tune
 
 Writes OUTPUT_DIR/{config.json, metadata.json, model.weights.h5, labels.json,
 metrics.json, history.csv, curves.png, calibration.json, reliability.png,
-README.md} and OUTPUT_DIR/checkpoint/.
+README.md} and OUTPUT_DIR/checkpoint/ (in a multi-worker run, only the chief does).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
-    p.add_argument("--strategy", choices=["auto", "mirrored", "default"], default="auto",
-                   help="auto: MirroredStrategy when more than one GPU is visible")
+    p.add_argument("--strategy", choices=["auto", "mirrored", "default", "multiworker"],
+                   default="auto",
+                   help="auto: MirroredStrategy when more than one GPU is visible; "
+                        "multiworker: data-parallel across the TF_CONFIG cluster")
     p.add_argument("--cpu-devices", type=int, default=0,
                    help="split the CPU into N logical devices (to try --strategy mirrored)")
     p.add_argument("--push-to-hub", metavar="USER/REPO",
@@ -91,8 +95,15 @@ def main(argv=None) -> int:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
+    from vit import distribute
+
+    try:  # before any other TF op: a multi-worker strategy configures collectives
+        strategy = distribute.select_strategy(args.strategy)
+    except distribute.TFConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import vit
-    from vit import data, export, training
+    from vit import data, training
 
     try:
         config = vit.get_preset(args.preset)
@@ -137,10 +148,22 @@ def main(argv=None) -> int:
     model, state = training.fit(
         config, dataset, output_dir, seed=args.seed, resume=args.resume,
         limit_train=args.limit_train, jit=args.jit, mixed_precision=args.mixed_precision,
-        strategy=args.strategy,
+        strategy=strategy,
         verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
         init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints,
         preset=args.preset)
+    if distribute.is_multi_worker(strategy):
+        print(f"{distribute.task_name(strategy)}: final weights sha256 "
+              f"{distribute.weights_digest(model)}")
+    # only the chief evaluates, writes OUTPUT_DIR and pushes; the others wait for its status
+    return distribute.on_chief(strategy, lambda: finish(args, model, state, dataset,
+                                                        output_dir, command))
+
+
+def finish(args, model, state, dataset, output_dir: str, command: str) -> int:
+    """Evaluate, write the model folder, push: the end of a run (on the chief)."""
+    from vit import export
+
     # the command that started the run (a resume adds nothing to how to reproduce it)
     command = state.get("command") or command
     metrics = export.export_run(model, state, dataset, output_dir,
@@ -158,7 +181,6 @@ def main(argv=None) -> int:
             return 1
         print(f"pushed to {info.repo_url} (commit {info.oid[:7]})")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,27 +19,15 @@ import numpy as np
 import tensorflow as tf
 
 from . import data as vdata
+from . import distribute
 from .config import ARCHITECTURE_FIELDS, PRESETS, ViTConfig
 from .model_folder import load_pretrained, read_lineage
 from .model import build_vit
 
+select_strategy = distribute.select_strategy  # where it used to live
+
 CHECKPOINT_DIR = "checkpoint"
 LATEST = "latest.json"
-
-
-def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """Mirrored over all GPUs when there are several (or when asked); else default.
-
-    `mirrored` without GPUs mirrors over the logical CPU devices, which is how
-    the tests exercise the multi-device path on a CPU-only machine.
-    """
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-    if name not in ("auto", "default"):
-        raise ValueError(f"unknown strategy {name!r}")
-    return tf.distribute.get_strategy()
 
 
 def set_precision(mode: str) -> None:
@@ -90,9 +78,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Atomic per-epoch checkpoint; also times the training part of each epoch."""
 
     def __init__(self, directory, config, seed, history, train_seconds, steps,
-                 provenance=None, keep=1):
+                 provenance=None, keep=1, write=True):
         super().__init__()
         self.directory = directory
+        self.write = write  # False on the non-chief workers of a multi-worker run
         self.steps, self._batches = steps, 0
         self.keep = keep
         self.provenance = provenance or {}  # command, init_from, parent: saved as is
@@ -125,6 +114,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                "train_seconds": seconds, "images_per_second": self.images_per_epoch / seconds}
         self.history.append(row)
+        if not self.write:
+            return
         save_checkpoint(self.directory, self.model, {
             "epoch": epoch + 1, "seed": self.seed, "config": self.config.to_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
@@ -232,8 +223,9 @@ def _resumed_settings(state: dict, asked: dict) -> dict:
 
 def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: int = 0,
         resume: bool = False, limit_train: int | None = None, jit: bool = False,
-        mixed_precision: str = "off", strategy: str = "auto", verbose: int | str = "auto",
-        init_from: str | None = None, init_name: str | None = None, command: str | None = None,
+        mixed_precision: str = "off", strategy: str | tf.distribute.Strategy = "auto",
+        verbose: int | str = "auto", init_from: str | None = None,
+        init_name: str | None = None, command: str | None = None,
         keep_checkpoints: int | None = None, preset: str | None = None):
     """Train on CIFAR-100 train (minus validation); returns (model, state).
 
@@ -248,11 +240,28 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     limit_train, jit and mixed precision whatever the arguments say, so that
     the data, the schedule and the numerics stay those of the run being resumed.
     Mixed precision is Keras' global policy: it stays set after fit returns.
+
+    strategy: a name for `select_strategy` or a strategy already made (a
+    multi-worker one must be: see vit.distribute). `batch_size` is the global
+    batch whatever the strategy: each step's batch is split across the
+    replicas (and workers), so steps per epoch, the schedule and the images
+    per step are those of a single-device run. Under a multi-worker strategy
+    every worker builds each global batch (a function of seed, epoch and step)
+    and keeps its share (tf.data auto-sharding by DATA); gradients are summed
+    across workers, so all hold the same weights after every step. Only the
+    chief writes checkpoints; a resume reads the chief's checkpoint and the
+    chief sends its state and variables to the others. The model returned
+    there is a local copy (same weights, no optimizer), so evaluating it needs
+    no other worker.
     """
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    dist = strategy if isinstance(strategy, tf.distribute.Strategy) else select_strategy(strategy)
+    multi_worker, chief = distribute.is_multi_worker(dist), distribute.is_chief(dist)
     asked = {"limit_train": limit_train, "jit": jit, "mixed_precision": mixed_precision,
              "keep_checkpoints": keep_checkpoints}
-    state = read_checkpoint_state(ckpt_dir) if resume else None
+    state = read_checkpoint_state(ckpt_dir) if resume and chief else None
+    if multi_worker:  # the chief's checkpoint decides, on every worker
+        state = distribute.broadcast_json(dist, state)
     if state is not None:
         settings = _resumed_settings(state, asked)
         saved = ViTConfig.from_dict(state["config"])
@@ -270,25 +279,38 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     steps = len(x_tr) // config.recipe.batch_size
     if steps == 0:
         raise ValueError(f"{len(x_tr)} training images < one batch of {config.recipe.batch_size}")
-    dist = select_strategy(strategy)
+    # Creating a variable under a multi-worker strategy is a collective (the chief
+    # sends its initial value), which every worker must join in the same order,
+    # and loading a model creates variables: files are read outside the scope.
+    pretrained = load_pretrained(init_from) if init_from and state is None else None
+    loaded = None
+    if state is not None and chief and multi_worker:
+        loaded, state = load_checkpoint(ckpt_dir)
     with dist.scope():
         if state is None:
             keras.utils.set_random_seed(seed)
             model = build_vit(config)
             if init_from:
                 check_same_architecture(init_from, config)
-                load_weights_from(model, init_from)
+                load_weights_from(model, init_from, pretrained)
             compile_model(model, config, steps, jit=settings["jit"])
             state = {"epoch": 0, "history": [], "train_seconds": 0.0, "command": command,
                      "preset": preset,
                      "init_from": (init_name or init_from) if init_from else None,
                      "parent": read_lineage(init_from) if init_from else None}
+        elif multi_worker:  # the same fresh variables everywhere, then the chief's values
+            model = build_vit(config)
+            compile_model(model, config, steps, jit=settings["jit"])
+            where = ckpt_dir if chief else "the chief's checkpoint"
+            print(f"resuming from {where} after epoch {state['epoch']}")
         else:
             model, state = load_checkpoint(ckpt_dir)
             print(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
-            if state.get("init_from") and not state.get("parent") and init_from:
-                # a checkpoint from before lineage was recorded: rebuild it
-                state["parent"] = read_lineage(init_from)
+        if state.get("init_from") and not state.get("parent") and init_from:
+            # a checkpoint from before lineage was recorded: rebuild it
+            state["parent"] = read_lineage(init_from)
+        if multi_worker:
+            distribute.sync_from_chief(dist, model, source=loaded)
     start = state["epoch"]
     train_ds = vdata.recipe_dataset(x_tr, y_tr, config, seed=seed, start_epoch=start)
     val_ds = vdata.eval_dataset(x_val, y_val, num_classes=config.arch.num_classes,
@@ -298,11 +320,13 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     checkpoint = EpochCheckpoint(ckpt_dir, config, seed, list(state["history"]),
                                  state["train_seconds"], steps,
                                  {**provenance, "settings": settings},
-                                 keep=settings["keep_checkpoints"])
+                                 keep=settings["keep_checkpoints"], write=chief)
     if start < config.recipe.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=config.recipe.epochs,
                   initial_epoch=start, steps_per_epoch=steps, callbacks=[checkpoint],
                   shuffle=False, verbose=verbose)
+    if multi_worker:
+        model = distribute.local_copy(model)
     return model, {"config": config, "epoch": config.recipe.epochs, "seed": seed,
                    "history": checkpoint.history, "train_seconds": checkpoint.train_seconds,
                    "train_images": len(x_tr), "val_images": len(x_val), **provenance,
@@ -335,9 +359,11 @@ def check_same_architecture(folder: str, config: ViTConfig) -> None:
         raise ValueError(f"{folder} has another architecture ({'; '.join(diffs)})")
 
 
-def load_weights_from(model: keras.Model, folder: str) -> None:
-    """Copy a model folder's weights (sha256-checked) into `model`."""
-    theirs, ours = load_pretrained(folder).get_weights(), model.get_weights()
+def load_weights_from(model: keras.Model, folder: str,
+                      pretrained: keras.Model | None = None) -> None:
+    """Copy a model folder's weights (sha256-checked) into `model`; `pretrained`:
+    that folder already loaded."""
+    theirs, ours = (pretrained or load_pretrained(folder)).get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
         raise ValueError(f"{folder}: its weights do not fit the config being trained")
     model.set_weights(theirs)
