@@ -76,10 +76,8 @@ def forward_flops(model) -> int:
 
     size = int(model.input_shape[1])
     spec = tf.TensorSpec((1, size, size, 3), tf.float32)
-    graph = convert_variables_to_constants_v2(
-        tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)).graph
-    options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
-    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+    return _graph_flops(convert_variables_to_constants_v2(
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)).graph)
 
 
 def training_flops(model, num_classes: int | None = None) -> int:
@@ -104,8 +102,14 @@ def training_flops(model, num_classes: int | None = None) -> int:
                                                                         from_logits=True))
         return tape.gradient(loss, model.trainable_variables)
 
-    graph = step.get_concrete_function(tf.TensorSpec((1, size, size, 3), tf.float32),
-                                       tf.TensorSpec((1, classes), tf.float32)).graph
+    return _graph_flops(step.get_concrete_function(
+        tf.TensorSpec((1, size, size, 3), tf.float32), tf.TensorSpec((1, classes), tf.float32)).graph)
+
+
+def _graph_flops(graph) -> int:
+    """TensorFlow's graph profiler: the float operations of every op in `graph`."""
+    import tensorflow as tf
+
     options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
 

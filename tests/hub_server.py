@@ -311,7 +311,6 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, {"url": url, "name": repo_id}, None
 
     def _api_repo(self, method: str, repo_type: str, repo_id: str, rest: list[str], q: dict):
-        hub = self.hub
         repo = self._repo(repo_type, repo_id)
         op = rest[0] if rest else None
         if method == "GET" and op in (None, "revision"):

@@ -1,7 +1,6 @@
 """vit.augment: crop/flip, the upload round trip, TrivialAugment, mixup/CutMix."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from vit import augment

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from . import calibration, explain, faithfulness, images
+from . import explain, faithfulness, images
 from .inference import Predictor
 from .model_choice import ModelInfo, choose_model, untrained_model
 

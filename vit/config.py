@@ -81,6 +81,10 @@ class Architecture:
         return self.pooling == "class_token"
 
 
+# what Recipe.augment (and data.train_dataset) accept; "trivial" is vit.augment.trivial_augment
+AUGMENT_POLICIES = ("none", "basic", "trivial")
+
+
 @dataclass
 class Recipe:
     """How the network is trained: regularisation, optimiser, schedule, data."""
@@ -105,8 +109,9 @@ class Recipe:
     validation_split: float = 0.1
 
     def __post_init__(self):
-        if self.augment not in ("none", "basic", "trivial"):
-            raise ValueError(f"unknown augment {self.augment!r} (none | basic | trivial)")
+        if self.augment not in AUGMENT_POLICIES:
+            raise ValueError(f"unknown augment {self.augment!r} "
+                             f"({' | '.join(AUGMENT_POLICIES)})")
         if self.augment_ops < 1:
             raise ValueError("augment_ops must be at least 1")
         if not 0.0 <= self.resample_prob <= 1.0:
@@ -196,8 +201,8 @@ PRESETS: dict[str, ViTConfig] = {
     # 300 epochs x 45,000 images = 9.5e16 FLOP. Projected on one H100 SXM
     # (989 TFLOP/s dense bf16): 5 min at 30% of peak, 32 min at 5%; assume the
     # slow end, since a 3.8M-parameter model at batch 128 is step-overhead
-    # bound, and the host must feed 7k-42k img/s (TrivialAugment runs ~4,400
-    # img/s per CPU core here, so give tf.data 2-10 cores). Not yet run on a GPU.
+    # bound, and the host's tf.data must feed 7k-42k augmented img/s (give it
+    # several cores). Not yet run on a GPU.
     # CCT-7/3x1 reports 80.9% on CIFAR-100 for this shape after 300 epochs.
     "gpu": ViTConfig(
         arch=Architecture(

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from vit import augment as aug
+from vit.config import AUGMENT_POLICIES
 
 ENV_DATA_DIR = "CIFAR100_DIR"
 
@@ -36,10 +37,6 @@ CIFAR100_LABELS = [
     "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
     "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"
 ]
-
-
-# what `train_dataset(augment=...)` accepts; "trivial" is vit.augment.trivial_augment
-AUGMENT_POLICIES = ("none", "basic", "trivial")
 
 
 class DataUnavailableError(RuntimeError):
