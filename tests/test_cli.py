@@ -71,13 +71,16 @@ def test_fine_tune_from_a_model_folder_with_config_overrides(cifar_path, tmp_pat
     tuned = subprocess.run(
         [sys.executable, "train.py", *common, "--epochs", "1", "--lr", "0.0005",
          "--init-from", str(tmp_path / "base"), "--set", "warmup_epochs=0",
-         "--set", "resample_prob=0.5", "--output-dir", str(tmp_path / "tuned")],
+         "--set", "resample_prob=0.5", "input_norm=image", "--output-dir", str(tmp_path / "tuned")],
         cwd=ROOT, capture_output=True, text=True)
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     tuned_m = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
     assert tuned_m["init_from"] == str(tmp_path / "base")
     tuned_recipe = tuned_m["config"]["recipe"]
     assert tuned_recipe["resample_prob"] == 0.5 and tuned_recipe["warmup_epochs"] == 0
+    # the input normalisation may change under fine-tuning, and the saved model applies it
+    assert tuned_m["config"]["architecture"]["input_norm"] == "image"
+    assert '"per_image": true' in (tmp_path / "tuned" / "config.json").read_text()
     # It reports both stages: totals since random initialisation, and each command.
     base_m = json.loads((tmp_path / "base" / "metrics.json").read_text())
     assert tuned_m["epochs"] == 3 and [st["epochs"] for st in tuned_m["stages"]] == [2, 1]

@@ -57,6 +57,8 @@ def test_replace_routes_each_field_to_its_part_and_rejects_unknown_ones():
 def test_each_part_validates_itself():
     with pytest.raises(ValueError, match="projection_dim"):
         Architecture(projection_dim=64, mlp_units=(128, 32))
+    with pytest.raises(ValueError, match="unknown input_norm"):
+        Architecture(input_norm="batch")
     with pytest.raises(ValueError, match="unknown augment"):
         Recipe(augment="strong")
     with pytest.raises(ValueError, match="probability"):

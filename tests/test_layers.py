@@ -38,6 +38,28 @@ def test_preprocess_standardises_raw_pixels():
     np.testing.assert_allclose(out[0, 0, 0], [1.0, 3.0, 1.0], rtol=1e-6)
 
 
+def test_per_image_preprocess_is_blind_to_brightness_and_contrast():
+    """PIL's brightness (c * x) and contrast (m + c * (x - m)) are one affine map
+    for all channels: a per-image standardised model sees the same input."""
+    x = np.random.default_rng(1).uniform(40, 220, (2, 8, 8, 3)).astype("float32")
+    layer = layers.Preprocess((0.5,) * 3, (0.25,) * 3, per_image=True)
+    ref = np.asarray(layer(x))
+    np.testing.assert_allclose(ref.mean(axis=(1, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ref.std(axis=(1, 2, 3)), 1.0, rtol=1e-4)
+    for c in (0.4, 0.6):
+        np.testing.assert_allclose(np.asarray(layer(x * c)), ref, atol=1e-4)
+        m = x.mean(axis=(1, 2, 3), keepdims=True)
+        np.testing.assert_allclose(np.asarray(layer(m + c * (x - m))), ref, atol=1e-4)
+    # the dataset normalisation is not: that is what per_image buys
+    dataset = layers.Preprocess((0.5,) * 3, (0.25,) * 3)
+    assert np.abs(np.asarray(dataset(x * 0.4)) - np.asarray(dataset(x))).max() > 1.0
+    # a flat image gives zeros, not NaN; colour ratios survive (one std for all channels)
+    np.testing.assert_array_equal(np.asarray(layer(np.full((1, 4, 4, 3), 7.0, "float32"))), 0.0)
+    tinted = x.copy()
+    tinted[..., 0] *= 0.5
+    assert not np.allclose(np.asarray(layer(tinted)), ref, atol=0.1)
+
+
 def numpy_attention(x, kernel, bias, heads, key_dim):
     qkv = x @ kernel + bias
     b, t, _ = x.shape
@@ -90,6 +112,7 @@ def test_transformer_block_rejects_mlp_that_cannot_join_residual():
 
 @pytest.mark.parametrize("layer", [
     layers.Preprocess((0.1, 0.2, 0.3), (1.0, 2.0, 3.0)),
+    layers.Preprocess((0.1, 0.2, 0.3), (1.0, 2.0, 3.0), per_image=True, floor=0.01),
     layers.Patches(4),
     layers.ConvTokenizer((8, 16)),
     layers.PatchEncoder(16, 32, project=False, class_token=True),
@@ -114,6 +137,10 @@ def test_get_config_round_trip(layer):
 HARNESS_CASES = [
     dict(testcase_name="Preprocess", layer_cls=layers.Preprocess,
          init_kwargs={"mean": (0.1, 0.2, 0.3), "std": (1.0, 2.0, 3.0)},
+         input_shape=(2, 8, 8, 3), expected_output_shape=(2, 8, 8, 3),
+         expected_num_trainable_weights=0),
+    dict(testcase_name="Preprocess_per_image", layer_cls=layers.Preprocess,
+         init_kwargs={"mean": (0.1, 0.2, 0.3), "std": (1.0, 2.0, 3.0), "per_image": True},
          input_shape=(2, 8, 8, 3), expected_output_shape=(2, 8, 8, 3),
          expected_num_trainable_weights=0),
     dict(testcase_name="Patches", layer_cls=layers.Patches, init_kwargs={"patch_size": 4},

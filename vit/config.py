@@ -14,6 +14,9 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
+INPUT_NORMS = ("dataset", "image")
+
+
 @dataclass
 class Architecture:
     """What fixes the network's weights and its inference function.
@@ -25,6 +28,9 @@ class Architecture:
 
     image_size: int = 32
     num_classes: int = 100
+    # "dataset": per-channel CIFAR-100 mean/std; "image": each image by its own
+    # mean/std, blind to global brightness and contrast (vit.layers.Preprocess)
+    input_norm: str = "dataset"
     # "patch": linear projection of flattened patches (classic ViT);
     # "conv": small convolutional tokenizer (CCT-style), one token per cell.
     tokenizer: str = "patch"
@@ -51,6 +57,8 @@ class Architecture:
                 f"block MLP {list(self.mlp_units)} must end at projection_dim="
                 f"{self.projection_dim} so it can be added to the residual stream"
             )
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {self.input_norm!r} ({' | '.join(INPUT_NORMS)})")
         if self.tokenizer not in ("patch", "conv"):
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}")
         if self.tokenizer == "conv" and (not self.conv_channels or
@@ -119,6 +127,9 @@ class Recipe:
 
 
 ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Architecture))
+# Architecture fields that no weight's shape or role depends on: fine-tuning
+# may switch them (the first layers then adapt to the new input statistics).
+FINE_TUNE_MAY_CHANGE = ("input_norm",)
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 
 

@@ -22,18 +22,36 @@ PACKAGE = "vit"
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Preprocess(keras.layers.Layer):
-    """Raw 0-255 RGB pixels -> per-channel standardised floats.
+    """Raw 0-255 RGB pixels -> standardised floats.
 
     Lives inside the saved model so every client (app, Hub users) feeds raw
     uint8 images and can never get the normalisation wrong.
+
+    per_image=False: the dataset's per-channel mean and std (the classic
+    CIFAR recipe). per_image=True: each image minus its own mean, over its
+    own std (one mean and one std over all pixels and channels, so colour
+    ratios survive). Uploaded photos are often dark or flat: PIL's
+    brightness (x * c) and contrast (m + c * (x - m)) are affine maps shared
+    by all channels, so a per-image standardised model sees the same input
+    whatever c is (up to 8-bit rounding and clipping). `floor` (0-1 units,
+    one grey level) keeps a flat image from dividing by zero. `mean` stays
+    the neutral "greyed out" colour either way.
     """
 
-    def __init__(self, mean, std, **kwargs):
+    def __init__(self, mean, std, per_image=False, floor=1.0 / 255.0, **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.per_image = bool(per_image)
+        self.floor = float(floor)
 
     def call(self, images):
+        if self.per_image:
+            # moments in float32 whatever the policy: bf16 has 8 bits of mantissa
+            x = ops.cast(images, "float32") / 255.0
+            mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+            std = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True))
+            return ops.cast((x - mean) / ops.maximum(std, self.floor), self.compute_dtype)
         x = ops.cast(images, self.compute_dtype) / 255.0
         mean = ops.convert_to_tensor(self.mean, self.compute_dtype)
         std = ops.convert_to_tensor(self.std, self.compute_dtype)
@@ -43,7 +61,8 @@ class Preprocess(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std),
+                "per_image": self.per_image, "floor": self.floor}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -17,7 +17,8 @@ def build_vit(config: ViTConfig, name: str = "vit") -> keras.Model:
     """A functional Keras model: raw (B, 32, 32, 3) pixels 0-255 -> logits."""
     c, recipe = config.arch, config.recipe
     inputs = keras.Input((c.image_size, c.image_size, 3), name="pixels")
-    x = Preprocess(CIFAR100_MEAN, CIFAR100_STD, name="preprocess")(inputs)
+    x = Preprocess(CIFAR100_MEAN, CIFAR100_STD, per_image=c.input_norm == "image",
+                   name="preprocess")(inputs)
     if c.tokenizer == "conv":
         tokens = ConvTokenizer(c.conv_channels, name="tokenizer")(x)
     else:

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from . import data as vdata
 from . import distribute
-from .config import ARCHITECTURE_FIELDS, PRESETS, ViTConfig
+from .config import ARCHITECTURE_FIELDS, FINE_TUNE_MAY_CHANGE, PRESETS, ViTConfig
 from .model_folder import load_pretrained, read_lineage
 from .model import build_vit
 
@@ -345,7 +345,8 @@ def check_same_architecture(folder: str, config: ViTConfig) -> None:
 
     Comparing weight shapes is not enough: 4 heads x 32 and 2 heads x 64 have
     the same kernels but would scramble each other's weights. The recipe
-    (dropout, schedule, augmentation) may differ: that is fine-tuning.
+    (dropout, schedule, augmentation) and the input normalisation
+    (`FINE_TUNE_MAY_CHANGE`) may differ: that is fine-tuning.
     """
     path = os.path.join(folder, "metrics.json")
     if not os.path.isfile(path):
@@ -353,7 +354,7 @@ def check_same_architecture(folder: str, config: ViTConfig) -> None:
     with open(path) as f:
         theirs = ViTConfig.from_dict(json.load(f).get("config", {})).arch
     diffs = [f"{name}: {getattr(theirs, name)} there, {getattr(config.arch, name)} here"
-             for name in ARCHITECTURE_FIELDS
+             for name in ARCHITECTURE_FIELDS if name not in FINE_TUNE_MAY_CHANGE
              if getattr(theirs, name) != getattr(config.arch, name)]
     if diffs:
         raise ValueError(f"{folder} has another architecture ({'; '.join(diffs)})")
