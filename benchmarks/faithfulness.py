@@ -177,8 +177,8 @@ def main(argv=None) -> int:
         record = {"n": args.n, "seed": args.seed, "step": args.step,
                   "command": f"python benchmarks/faithfulness.py --n {args.n}",
                   "baseline": ("cells greyed out with the training-mean colour "
-                               f"{pred.baseline_pixel.tolist()}, which the model "
-                               "standardises to zero"),
+                               f"{pred.baseline_pixel.tolist()} (flat, no texture)"),
+                  "weights_sha256": model_folder.weights_sha256(folder),
                   "class": "top-1, probabilities as the app shows them",
                   "app_default": app_default, "methods": {n: summary[n] for n in ranked}}
         with open(os.path.join(folder, "faithfulness.json"), "w") as f:

@@ -193,3 +193,28 @@ def test_a_model_folder_brings_its_temperature_and_a_broken_one_is_said(tmp_path
     (tmp_path / "calibration.json").write_text('{"temperature": -1}')
     e = Analyser.from_spec(str(tmp_path), warmup=False)
     assert e.predictor.temperature == 1.0 and "uncalibrated" in e.info.notice
+
+
+def test_calibration_and_faithfulness_of_other_weights_are_not_applied(tmp_path, analyser):
+    import json
+
+    from vit import model_folder
+
+    analyser.predictor.model.save(tmp_path, zipped=False)
+    sha = model_folder.weights_sha256(str(tmp_path))
+    (tmp_path / "metrics.json").write_text(json.dumps({"weights_sha256": sha}))
+    faith = {"n": 10, "methods": {}}
+
+    def write(stamp):
+        record = {"temperature": 0.5, "not_sure": {"threshold": 0.3}, "weights_sha256": stamp}
+        (tmp_path / "calibration.json").write_text(json.dumps(record))
+        (tmp_path / "faithfulness.json").write_text(json.dumps({**faith, "weights_sha256": stamp}))
+        return Analyser.from_spec(str(tmp_path), warmup=False)
+
+    e = write(sha)  # measured on these weights: used
+    assert e.predictor.temperature == 0.5 and e.info.faithfulness["n"] == 10
+    assert e.info.notice is None
+    e = write("0" * 64)  # measured on other weights: not applied, and said
+    assert e.predictor.temperature == 1.0 and e.info.not_sure is None
+    assert e.info.faithfulness is None
+    assert "fitted for other weights" in e.info.notice

@@ -148,6 +148,8 @@ def test_export_fits_the_temperature_on_the_training_validation_split(tiny, tmp_
     assert record["test"]["nll_before"] == pytest.approx(metrics["test_loss"], abs=2e-4)
     assert record["test"]["top1"] == pytest.approx(metrics["test_top1"], abs=1e-4)
     assert f"validation_split {config.recipe.validation_split:g}" in record["fitted_on"]
+    # stamped with the weights it was fitted for, so a weight swap cannot reuse it
+    assert record["weights_sha256"] == metrics["weights_sha256"]
 
     card = (tmp_path / "a" / "README.md").read_text()
     assert "## Calibration" in card and f"T = {record['temperature']:.4g}" in card

@@ -76,6 +76,7 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
     record = calib.calibrate(
         logits_val, y_val, logits_test, dataset.y_test,
         fitted_on=calib.describe_validation(len(y_val), validation_split))
+    record["weights_sha256"] = model_folder.weights_sha256(folder)
     calib.write_calibration(folder, record, calib.softmax(logits_test),
                             calib.softmax(logits_test, record["temperature"]), dataset.y_test)
     return record
@@ -127,10 +128,12 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     if history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})
-    os.makedirs(output_dir, exist_ok=True)  # the card written next reads the calibration
+    metrics = write_model_folder(model, output_dir, config=config, metrics=metrics,
+                                 history=history, label_names=dataset.label_names)
+    # after the weights are written: calibration.json records their sha256
     calibrate_folder(model, dataset, output_dir, config.recipe.validation_split, logits_test)
-    return write_model_folder(model, output_dir, config=config, metrics=metrics,
-                              history=history, label_names=dataset.label_names)
+    write_model_card(output_dir)  # again: the Calibration section follows the new record
+    return metrics
 
 
 def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: dict,

@@ -9,8 +9,10 @@ greyed image and reveals cells most-relevant-first (higher area = better).
 A random order is the floor any map must beat.
 
 Masking baseline: the CIFAR-100 training mean colour, per channel (read
-from the model's own `Preprocess` layer). The model standardises it to
-exactly zero, the most neutral input it knows; a flat cell carries no
+from the model's own `Preprocess` layer). A dataset-normalised model
+standardises it to exactly zero, the most neutral input it knows; a
+per-image normalised one (input_norm="image") sees a flat cell, which
+also nudges the image's own mean and std. Either way the cell carries no
 texture or edges. Blurring (RISE's insertion baseline) would leave the
 coarse colour of a 4x4 cell in place, which at 32 px is much of what is there.
 

@@ -67,7 +67,8 @@ class Predictor:
         self.num_blocks = len(blocks)
         self.num_heads = int(blocks[0].num_heads)
         self.num_classes = int(model.output_shape[-1])
-        # The neutral "greyed out" pixel: the training mean, which Preprocess maps to 0.
+        # The neutral "greyed out" pixel: the training mean (which a dataset-normalised
+        # Preprocess maps to 0; a per-image one sees a flat cell).
         preprocess = [layer for layer in model.layers if isinstance(layer, Preprocess)]
         mean = preprocess[0].mean if preprocess else (0.5, 0.5, 0.5)
         self.baseline_pixel = np.rint(np.asarray(mean) * 255.0).astype(np.uint8)

@@ -36,6 +36,14 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(folder: str) -> str | None:
+    """sha256 of a folder's weights file, or None without one. Files derived
+    from the weights (calibration.json, faithfulness.json) record it, so they
+    are never applied to weights they were not measured on."""
+    path = os.path.join(folder, WEIGHTS_FILE)
+    return sha256_file(path) if os.path.isfile(path) else None
+
+
 def write_history_csv(history: list[dict], path: str) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
     with open(path, "w", newline="") as f:
