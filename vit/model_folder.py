@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 
 import keras
 
@@ -123,6 +124,9 @@ def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: 
     """Save the float32 model, metrics.json (with the weights' sha256),
     labels.json and history.csv; returns the metrics as written."""
     os.makedirs(output_dir, exist_ok=True)
+    # Keras' directory saver creates assets/ and fails (masked as an UnboundLocalError
+    # in saving_lib) when it exists: a re-export replaces the whole model.
+    shutil.rmtree(os.path.join(output_dir, "assets"), ignore_errors=True)
     without_optimizer(model).save(output_dir, zipped=False)
     metrics = {**metrics, "config": config.to_dict(),
                "parameters": int(model.count_params()),
