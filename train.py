@@ -134,6 +134,9 @@ def main(argv=None) -> int:
 
         try:
             training.check_same_architecture(init_from, config)
+            overlap = training.held_out_overlap(init_from, config)
+            if overlap:
+                print(f"warning: {overlap}", file=sys.stderr)
             model_folder.verify_model_folder(init_from)
         except (ValueError, model_folder.ModelIntegrityError) as exc:
             print(f"error: --init-from: {exc}", file=sys.stderr)

@@ -47,6 +47,10 @@ def test_validation_split_is_fixed_and_disjoint():
     assert len(va) == 10 and len(xa) == 90
     np.testing.assert_array_equal(va, vb)
     assert not set(va[:, 0]) & set(xa[:, 0])
+    # a smaller split is a subset of a larger one: a fine-tuning run that holds
+    # out no more than its parent validates on images neither stage trained on
+    (_, _), (small, _) = data.train_val_split(x, y, 0.04)
+    assert set(small[:, 0]) <= set(va[:, 0]) and len(small) == 4
 
 
 def _batches(ds):

@@ -197,6 +197,16 @@ def test_mirrored_strategy_on_two_logical_cpu_devices(cifar_path, cifar, tmp_pat
     assert again["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
 
 
+def test_fine_tuning_warns_when_its_hold_out_was_trained_on(tmp_path):
+    config = vit.get_preset("tiny")
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"config": config.replace(validation_split=0.1).to_dict()}))
+    for split in (0.1, 0.04):  # within the parent's hold-out
+        assert training.held_out_overlap(str(tmp_path), config.replace(validation_split=split)) is None
+    warning = training.held_out_overlap(str(tmp_path), config.replace(validation_split=0.2))
+    assert "trained on" in warning and "validation_split <= 0.1" in warning
+
+
 def test_preset_with_architecture_ignores_the_recipe():
     tuned = vit.get_preset("compact").replace(epochs=80, mixup_alpha=0.2, mlp_dropout=0.3)
     assert training.preset_with_architecture(tuned) == "compact"

@@ -360,6 +360,21 @@ def check_same_architecture(folder: str, config: ViTConfig) -> None:
         raise ValueError(f"{folder} has another architecture ({'; '.join(diffs)})")
 
 
+def held_out_overlap(folder: str, config: ViTConfig) -> str | None:
+    """Why this fine-tuning's validation split would include images `folder`
+    trained on, or None. The hold-out is the first validation_split of one
+    fixed permutation (vit.data.train_val_split), so a split no larger than
+    the parent's is a subset of the parent's hold-out, unseen by both."""
+    with open(os.path.join(folder, "metrics.json")) as f:
+        theirs = ViTConfig.from_dict(json.load(f).get("config", {})).recipe.validation_split
+    ours = config.recipe.validation_split
+    if ours <= theirs:
+        return None
+    return (f"validation_split {ours:g} holds out images that {folder} trained on (it held "
+            f"out {theirs:g}): validation accuracy, checkpoint averaging and calibration "
+            f"would be optimistic; use validation_split <= {theirs:g}")
+
+
 def load_weights_from(model: keras.Model, folder: str,
                       pretrained: keras.Model | None = None) -> None:
     """Copy a model folder's weights (sha256-checked) into `model`; `pretrained`:
