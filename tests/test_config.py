@@ -1,4 +1,3 @@
-import json
 
 import pytest
 
@@ -36,14 +35,25 @@ def test_architecture_and_recipe_split_the_fields():
     assert {"projection_dim", "num_heads", "key_dim", "tokenizer"} <= set(ARCHITECTURE_FIELDS)
 
 
+# metrics.json "config" of the first bundled model (80 epochs, written before the
+# architecture/recipe split and before input_norm existed)
+OLD_FLAT_CONFIG = {
+    "image_size": 32, "num_classes": 100, "tokenizer": "conv", "patch_size": 4,
+    "conv_channels": [64, 128], "projection_dim": 128, "num_blocks": 6, "num_heads": 4,
+    "key_dim": 32, "mlp_units": [256, 128], "attention_dropout": 0.0, "mlp_dropout": 0.0,
+    "locality_attention": True, "stochastic_depth": 0.1, "layer_norm_eps": 1e-06,
+    "pooling": "class_token", "head_units": [], "head_dropout": 0.0, "epochs": 80,
+    "batch_size": 128, "learning_rate": 0.001, "weight_decay": 0.05, "warmup_epochs": 3,
+    "label_smoothing": 0.1, "augment": "basic", "resample_prob": 0.25, "mixup_alpha": 0.2,
+    "cutmix_alpha": 1.0, "validation_split": 0.1}
+
+
 def test_flat_dicts_from_older_folders_and_checkpoints_still_load():
-    # the bundled model's metrics.json was written before the split
-    with open("vit/weights/metrics.json") as f:
-        flat = json.load(f)["config"]
-    assert "projection_dim" in flat and "architecture" not in flat
-    config = vit.ViTConfig.from_dict(flat)
+    config = vit.ViTConfig.from_dict(OLD_FLAT_CONFIG)
     assert config.arch == vit.get_preset("compact").arch
-    assert config.recipe.epochs == flat["epochs"] and config.recipe.cutmix_alpha == 1.0
+    assert config.arch.input_norm == "dataset"  # what those models were trained with
+    assert config.recipe.epochs == 80 and config.recipe.cutmix_alpha == 1.0
+    assert vit.ViTConfig.from_dict(config.to_dict()) == config
 
 
 def test_replace_routes_each_field_to_its_part_and_rejects_unknown_ones():
