@@ -18,6 +18,10 @@ Severities (two per kind, the second the harsher):
   jpeg        q40, q20     re-encoded (messaging apps)
   tilt        10, 15 deg   rotated about the centre, corners filled by the
                            nearest edge pixels, cropped back to the frame
+  night       x0.6 + sigma 5, x0.4 + sigma 8
+                           dim and grainy together, as a phone shoots in low
+                           light (a model that standardises each image's
+                           contrast also magnifies the grain of a dim one)
 
 Deterministic (noise uses a fixed seed). Last line: `clean=<top-1>` then
 `<kind>_<severity>=<top-1>` for each row, then `worst_drop=<points>` (the
@@ -48,6 +52,8 @@ DAMAGE = {  # name_severity -> function(128x128 RGB image, rng); JPEG rows: see 
     "jpeg_20": None,
     "tilt_10": lambda im, rng: _tilt(im, 10),
     "tilt_15": lambda im, rng: _tilt(im, 15),
+    "night_0.6": lambda im, rng: _noise(ImageEnhance.Brightness(im).enhance(0.6), 5, rng),
+    "night_0.4": lambda im, rng: _noise(ImageEnhance.Brightness(im).enhance(0.4), 8, rng),
 }
 
 

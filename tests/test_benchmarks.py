@@ -87,10 +87,33 @@ def test_robustness_smoke(cifar_path):
     last = run_smoke("robustness.py", "--data-dir", cifar_path)
     kinds = ["clean", "brightness_0.6", "brightness_0.4", "contrast_0.6", "contrast_0.4",
              "noise_15", "noise_25", "blur_1", "blur_2", "jpeg_40", "jpeg_20", "tilt_10",
-             "tilt_15"]
+             "tilt_15", "night_0.6", "night_0.4"]
     m = re.fullmatch(" ".join(f"{k}=({NUM})" for k in kinds) + rf" worst_drop=({NUM})", last)
     assert m, last
     scores = [float(v) for v in m.groups()[:-1]]
     assert all(0 <= s <= 1 for s in scores)
     assert float(m.group(len(kinds) + 1)) == pytest.approx(
         max(100 * (scores[0] - s) for s in scores), abs=0.051)
+
+
+def test_robustness_damage_does_what_its_name_says():
+    """Each damage changes the decoded 32x32 input the way it claims (a no-op
+    damage would make any model look robust)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from robustness import damaged_input
+
+    pixels = np.random.default_rng(0).integers(30, 226, (32, 32, 3), dtype=np.uint8)
+    pixels[:, :16] //= 3  # some structure, so contrast and blur have something to act on
+    got = {name: damaged_input(pixels, name, 0).astype(np.float64)
+           for name in ["clean", "brightness_0.4", "contrast_0.4", "noise_25", "blur_2",
+                        "jpeg_20", "tilt_15", "night_0.4"]}
+    clean = got["clean"]
+    assert np.abs(clean - pixels).mean() < 12  # the 128 px round trip alone is mild
+    assert got["brightness_0.4"].mean() == pytest.approx(0.4 * clean.mean(), rel=0.05)
+    assert got["contrast_0.4"].std() == pytest.approx(0.4 * clean.std(), rel=0.1)
+    assert got["contrast_0.4"].mean() == pytest.approx(clean.mean(), rel=0.05)
+    assert got["blur_2"].std() < clean.std() - 1
+    assert got["night_0.4"].mean() == pytest.approx(0.4 * clean.mean(), rel=0.05)
+    for name in ["noise_25", "jpeg_20", "tilt_15", "night_0.4"]:
+        assert np.abs(got[name] - clean).mean() > 1.5, name
