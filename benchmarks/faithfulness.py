@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
     import keras
 
-    from vit import card, data, faithfulness, model_folder
+    from vit import calibration, card, data, faithfulness, model_folder
     from vit.analysis import LEAD_MAPS
     from vit.inference import Predictor
 
@@ -122,9 +122,11 @@ def main(argv=None) -> int:
     if folder is None:
         raise SystemExit("error: no model folder (no bundled weights and no --model)")
     model = model_folder.load_pretrained(folder)
-    calibration_path = os.path.join(folder, "calibration.json")
-    temperature = (json.load(open(calibration_path))["temperature"]
-                   if os.path.isfile(calibration_path) else 1.0)
+    calibrated = calibration.read_calibration(folder)
+    if model_folder.measured_on_other_weights(folder, calibrated):
+        raise SystemExit(f"error: {folder}/calibration.json was fitted for other weights; "
+                         "re-run scripts/calibrate.py first")
+    temperature = calibrated["temperature"] if calibrated else 1.0
     pred = Predictor(model, temperature=temperature)
     keras.utils.set_random_seed(args.seed)
     random_pred = Predictor(keras.models.clone_model(model), temperature=temperature)
@@ -176,8 +178,10 @@ def main(argv=None) -> int:
     if not args.no_save and not args.smoke:
         record = {"n": args.n, "seed": args.seed, "step": args.step,
                   "command": f"python benchmarks/faithfulness.py --n {args.n}",
-                  "baseline": ("cells greyed out with the training-mean colour "
-                               f"{pred.baseline_pixel.tolist()} (flat, no texture)"),
+                  "baseline": (f"cells greyed out with {pred.baseline_pixel.tolist()}, "
+                               "which the model standardises to zero when the whole "
+                               "image is greyed"),
+                  "input_norm": "image" if pred.per_image else "dataset",
                   "weights_sha256": model_folder.weights_sha256(folder),
                   "class": "top-1, probabilities as the app shows them",
                   "app_default": app_default, "methods": {n: summary[n] for n in ranked}}

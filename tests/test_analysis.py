@@ -218,3 +218,4 @@ def test_calibration_and_faithfulness_of_other_weights_are_not_applied(tmp_path,
     assert e.predictor.temperature == 1.0 and e.info.not_sure is None
     assert e.info.faithfulness is None
     assert "fitted for other weights" in e.info.notice
+    assert "faithfulness.json was measured on other weights" in e.info.notice

@@ -34,7 +34,7 @@ def test_architecture_and_recipe_split_the_fields():
     assert {"projection_dim", "num_heads", "key_dim", "tokenizer"} <= set(ARCHITECTURE_FIELDS)
 
 
-# metrics.json "config" of the first bundled model (80 epochs, written before the
+# metrics.json "config" of the bundled model before v2 (80 epochs, written before the
 # architecture/recipe split and before input_norm existed)
 OLD_FLAT_CONFIG = {
     "image_size": 32, "num_classes": 100, "tokenizer": "conv", "patch_size": 4,

@@ -199,9 +199,40 @@ def test_model_card_shows_faithfulness_from_the_folder(tiny, tmp_path):
     assert "| **occlusion** | 0.082 ± 0.006 | 0.335 ± 0.011 | 0.12 |" in text
     assert "n images: 1,000" in text and "**occlusion** map first" in text
     assert "hf://user/vit" in text and "`python benchmarks/faithfulness.py --n 1000`" in text
+    # measured on other weights: the card leaves out both records
+    sha = json.loads((folder / "metrics.json").read_text())["weights_sha256"]
+    (folder / "faithfulness.json").write_text(json.dumps({**faithfulness, "weights_sha256": sha}))
+    assert "## Faithfulness" in str(card.write_model_card(str(folder)))
+    (folder / "faithfulness.json").write_text(json.dumps({**faithfulness,
+                                                          "weights_sha256": "0" * 64}))
+    calibration = json.loads((folder / "calibration.json").read_text())
+    (folder / "calibration.json").write_text(json.dumps({**calibration,
+                                                         "weights_sha256": "0" * 64}))
+    text = str(card.write_model_card(str(folder)))
+    assert "## Faithfulness" not in text and "## Calibration" not in text
+    assert "reliability.png" not in text and "not calibrated probabilities" in text
     (folder / "faithfulness.json").write_text("{not json")
     with pytest.raises(ValueError, match="faithfulness.json"):
         card.write_model_card(str(folder))
+
+
+def test_re_export_drops_measurements_of_the_old_weights(tiny, tmp_path):
+    folder = tmp_path / "a"
+
+    def sha():
+        return json.loads((folder / "metrics.json").read_text())["weights_sha256"]
+
+    _export(tiny, folder, 1, 1.0, "python train.py --preset tiny")
+    old_sha = sha()
+    # one stamped with the old weights, then one from before stamping: both describe old weights
+    for shift, record in ((0.01, {"weights_sha256": old_sha}), (0.02, {})):
+        (folder / "faithfulness.json").write_text(json.dumps({"n": 1, "methods": {}, **record}))
+        _export(tiny, folder, 1, 1.0, "python train.py --preset tiny", shift=shift)
+        assert sha() != old_sha and not (folder / "faithfulness.json").exists()
+        # the calibration is the new weights' own, and the card shows it
+        assert json.loads((folder / "calibration.json").read_text())["weights_sha256"] == sha()
+        assert "## Calibration" in (folder / "README.md").read_text()
+        old_sha = sha()
 
 
 def test_bundling_a_finished_run_copies_calibration_and_faithfulness(tiny, tmp_path):

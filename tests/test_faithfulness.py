@@ -171,9 +171,22 @@ def test_predictor_probabilities_match_predict_for_any_batch_size(tiny_model):
     assert probs.shape == (70, 100)
     np.testing.assert_allclose(probs, pred.predict(images)[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(pred.probabilities(images[:1]), probs[:1], rtol=1e-4, atol=1e-6)
-    # the neutral pixel is the training mean that Preprocess standardises to 0
-    np.testing.assert_array_equal(pred.baseline_pixel, np.rint(
-        np.array(vit.config.CIFAR100_MEAN) * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("input_norm", ["dataset", "image"])
+def test_a_fully_greyed_image_is_the_models_zero_input(input_norm):
+    """The masking baseline is neutral for either normalisation: the training-mean
+    colour would be a saturated tint to a per-image normalised model."""
+    model = vit.build_vit(vit.get_preset("tiny").replace(input_norm=input_norm))
+    pred = Predictor(model)
+    grey = np.broadcast_to(pred.baseline_pixel, (1, 32, 32, 3)).astype("float32")
+    out = keras.ops.convert_to_numpy(model.get_layer("preprocess")(grey))
+    assert np.abs(out).max() < 0.01, out.reshape(-1, 3)[0]
+    mean = np.rint(np.array(vit.config.CIFAR100_MEAN) * 255)
+    if input_norm == "dataset":
+        np.testing.assert_array_equal(pred.baseline_pixel, mean)
+    else:
+        assert len(set(pred.baseline_pixel.tolist())) == 1  # a grey
 
 
 def test_temperature_divides_the_logits_everywhere(tiny_model):

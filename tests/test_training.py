@@ -205,6 +205,12 @@ def test_fine_tuning_warns_when_its_hold_out_was_trained_on(tmp_path):
         assert training.held_out_overlap(str(tmp_path), config.replace(validation_split=split)) is None
     warning = training.held_out_overlap(str(tmp_path), config.replace(validation_split=0.2))
     assert "trained on" in warning and "validation_split <= 0.1" in warning
+    # a parent that was itself fine-tuned with a larger split: its first stage's counts
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"config": config.replace(validation_split=0.2).to_dict(),
+         "stages": [{"epochs": 1, "validation_split": 0.05}, {"epochs": 1}]}))
+    warning = training.held_out_overlap(str(tmp_path), config.replace(validation_split=0.1))
+    assert "validation_split <= 0.05" in warning
 
 
 def test_preset_with_architecture_ignores_the_recipe():
@@ -212,3 +218,4 @@ def test_preset_with_architecture_ignores_the_recipe():
     assert training.preset_with_architecture(tuned) == "compact"
     assert training.preset_with_architecture(vit.get_preset("tutorial")) == "tutorial"
     assert training.preset_with_architecture(tuned.replace(num_heads=2, key_dim=64)) is None
+    assert training.preset_with_architecture(tuned.replace(input_norm="image")) == "compact"

@@ -252,6 +252,7 @@ def write_model_card(folder: str, repo_id: str | None = None) -> ModelCard:
     (optional sections), and shows curves.png / reliability.png if present.
     """
     from .calibration import read_calibration
+    from .model_folder import measured_on_other_weights
 
     path = os.path.join(folder, "metrics.json")
     metrics = {}
@@ -270,9 +271,15 @@ def write_model_card(folder: str, repo_id: str | None = None) -> ModelCard:
     def has(name):
         return os.path.isfile(os.path.join(folder, name))
 
+    calibration = read_calibration(folder)
+    # a card describes these weights: measurements of others are left out
+    if measured_on_other_weights(folder, calibration):
+        calibration = None
+    if measured_on_other_weights(folder, faithfulness):
+        faithfulness = None
     card = build_model_card(metrics, repo_id=repo_id, has_curves=has("curves.png"),
-                            calibration=read_calibration(folder), faithfulness=faithfulness,
-                            has_reliability=has("reliability.png"))
+                            calibration=calibration, faithfulness=faithfulness,
+                            has_reliability=has("reliability.png") and calibration is not None)
     card.save(os.path.join(folder, "README.md"))
     return card
 

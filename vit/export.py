@@ -100,7 +100,8 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     stage = {"command": command, "epochs": len(history) or config.recipe.epochs,
              "train_seconds": round(own_seconds, 1),
              "images_per_second": round(own_images / own_seconds, 1) if own_seconds else None,
-             "hardware": hardware, "init_from": state.get("init_from")}
+             "hardware": hardware, "init_from": state.get("init_from"),
+             "validation_split": config.recipe.validation_split}
     parent = state.get("parent")
     stages = (parent["stages"] if parent else []) + [stage]
     if parent:  # fine-tuned: one history since random initialisation

@@ -8,12 +8,13 @@ better the map (lower area under the curve). Insertion starts from a fully
 greyed image and reveals cells most-relevant-first (higher area = better).
 A random order is the floor any map must beat.
 
-Masking baseline: the CIFAR-100 training mean colour, per channel (read
-from the model's own `Preprocess` layer). A dataset-normalised model
-standardises it to exactly zero, the most neutral input it knows; a
-per-image normalised one (input_norm="image") sees a flat cell, which
-also nudges the image's own mean and std. Either way the cell carries no
-texture or edges. Blurring (RISE's insertion baseline) would leave the
+Masking baseline: `Predictor.baseline_pixel`, the colour a fully greyed
+image turns into 0 in the model's own `Preprocess` layer, the most neutral
+input it knows: the CIFAR-100 training mean colour for a dataset-normalised
+model, a grey of the same lightness for a per-image normalised one
+(input_norm="image"; there a partly greyed image is standardised by its
+remaining contrast, so its AUCs are not comparable with the other kind's).
+Either way a greyed cell carries no texture or edges. Blurring (RISE's insertion baseline) would leave the
 coarse colour of a 4x4 cell in place, which at 32 px is much of what is there.
 
 Everything here takes `probabilities`: a function from uint8 images

@@ -67,11 +67,16 @@ class Predictor:
         self.num_blocks = len(blocks)
         self.num_heads = int(blocks[0].num_heads)
         self.num_classes = int(model.output_shape[-1])
-        # The neutral "greyed out" pixel: the training mean (which a dataset-normalised
-        # Preprocess maps to 0; a per-image one sees a flat cell).
+        # The neutral "greyed out" pixel, which a fully greyed image maps to 0: the
+        # training mean colour for the dataset normalisation; for the per-image one
+        # a grey (R = G = B) of the same lightness, since any other colour would
+        # come out as a saturated tint once the image is standardised by itself.
         preprocess = [layer for layer in model.layers if isinstance(layer, Preprocess)]
-        mean = preprocess[0].mean if preprocess else (0.5, 0.5, 0.5)
-        self.baseline_pixel = np.rint(np.asarray(mean) * 255.0).astype(np.uint8)
+        mean = np.asarray(preprocess[0].mean if preprocess else (0.5, 0.5, 0.5))
+        self.per_image = bool(preprocess and preprocess[0].per_image)
+        if self.per_image:
+            mean = np.full(3, mean.mean())
+        self.baseline_pixel = np.rint(mean * 255.0).astype(np.uint8)
 
         batch = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
         single = tf.TensorSpec((1, self.image_size, self.image_size, 3), tf.uint8)

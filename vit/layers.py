@@ -34,8 +34,8 @@ class Preprocess(keras.layers.Layer):
     brightness (x * c) and contrast (m + c * (x - m)) are affine maps shared
     by all channels, so a per-image standardised model sees the same input
     whatever c is (up to 8-bit rounding and clipping). `floor` (0-1 units,
-    one grey level) keeps a flat image from dividing by zero. `mean` stays
-    the neutral "greyed out" colour either way.
+    one grey level) keeps a flat image from dividing by zero, so a flat grey
+    image maps to 0 (vit.inference greys cells out with that grey).
     """
 
     def __init__(self, mean, std, per_image=False, floor=1.0 / 255.0, **kwargs):
@@ -47,7 +47,8 @@ class Preprocess(keras.layers.Layer):
 
     def call(self, images):
         if self.per_image:
-            # moments in float32 whatever the policy: bf16 has 8 bits of mantissa
+            # Moments in float32: bf16 has 8 bits of mantissa. (Under a mixed policy
+            # Keras has already cast the input to bf16/fp16; 0-255 integers survive that.)
             x = ops.cast(images, "float32") / 255.0
             mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
             std = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True))

@@ -82,17 +82,21 @@ def describe_folder(model, folder: str, spec: str | None, notice: str | None):
     except calibration.CalibrationError as exc:  # serve, but say so
         calibrated = {}
         notice = f"{notice + ' ' if notice else ''}{exc}; confidences are uncalibrated."
-    if _stale(calibrated, metrics):
+    if model_folder.measured_on_other_weights(folder, calibrated):
         calibrated = {}
         notice = (f"{notice + ' ' if notice else ''}calibration.json was fitted for other "
                   "weights; confidences are uncalibrated.")
     faithfulness = _read_json(folder, "faithfulness.json", quiet=True)
+    if model_folder.measured_on_other_weights(folder, faithfulness):
+        faithfulness = None
+        notice = (f"{notice + ' ' if notice else ''}faithfulness.json was measured on "
+                  "other weights; its scores are not shown.")
     info = ModelInfo(source=source, preset=metrics.get("preset", "?"),
                      parameters=model.count_params(),
                      test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
                      notice=notice, temperature=calibrated.get("temperature", 1.0),
                      not_sure=calibrated.get("not_sure"),
-                     faithfulness=None if _stale(faithfulness, metrics) else faithfulness)
+                     faithfulness=faithfulness)
     if metrics.get("in_training"):
         info.progress = (f"training checkpoint after {metrics.get('epochs')} of "
                          f"{metrics.get('epochs_planned')} epochs")
@@ -106,13 +110,6 @@ def untrained_model(reason: str | None = None, preset: str = "compact"):
     info = ModelInfo(source="random initialisation", preset=preset,
                      parameters=model.count_params(), trained=False, notice=notice)
     return model, list(CIFAR100_LABELS), info
-
-
-def _stale(derived: dict | None, metrics: dict) -> bool:
-    """A file measured on other weights than metrics.json's (a swapped model.weights.h5
-    or a forgotten re-run); files without a stamp predate it and are trusted."""
-    stamp = (derived or {}).get("weights_sha256")
-    return bool(stamp and metrics.get("weights_sha256") and stamp != metrics["weights_sha256"])
 
 
 def _read_json(folder: str, name: str, quiet: bool = False):

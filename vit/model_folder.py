@@ -45,6 +45,42 @@ def weights_sha256(folder: str) -> str | None:
     return sha256_file(path) if os.path.isfile(path) else None
 
 
+# Measurements of the weights, each stamped with the weights' sha256, and the
+# files that belong to them (removed together).
+DERIVED_FILES = {"calibration.json": ("reliability.png",), "faithfulness.json": ()}
+
+
+def measured_on_other_weights(folder: str, record: dict | None) -> bool:
+    """Whether a derived record (calibration.json, faithfulness.json) names
+    other weights than the folder's. Unstamped records predate stamping and
+    are trusted; write_model_folder removes them when the weights change."""
+    stamp = (record or {}).get("weights_sha256")
+    if not stamp:
+        return False
+    metrics = {}
+    if os.path.isfile(os.path.join(folder, METRICS_FILE)):
+        with open(os.path.join(folder, METRICS_FILE)) as f:
+            metrics = json.load(f)
+    return stamp != (metrics.get("weights_sha256") or weights_sha256(folder))
+
+
+def _remove_stale_derived_files(folder: str, sha: str) -> None:
+    """New weights: measurements of other weights (or unstamped ones) go."""
+    for name, companions in DERIVED_FILES.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                stamp = json.load(f).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            stamp = None
+        if stamp != sha:
+            for stale in (name, *companions):
+                if os.path.isfile(os.path.join(folder, stale)):
+                    os.remove(os.path.join(folder, stale))
+
+
 def write_history_csv(history: list[dict], path: str) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
     with open(path, "w", newline="") as f:
@@ -81,6 +117,10 @@ def read_lineage(folder: str) -> dict:
         stages = metrics["stages"][:-1] + [last]
     else:
         stages = [{k: metrics[k] for k in STAGE_KEYS if k in metrics}]
+        config = metrics.get("config") or {}
+        split = (config.get("recipe") or config).get("validation_split")
+        if split is not None:  # what a fine-tuning's hold-out must stay within
+            stages[0]["validation_split"] = split
     path = os.path.join(folder, "history.csv")
     history = read_history_csv(path) if os.path.isfile(path) else []
     return {"stages": stages, "history": [{**row, "stage": row.get("stage", 1)}
@@ -131,6 +171,7 @@ def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: 
     metrics = {**metrics, "config": config.to_dict(),
                "parameters": int(model.count_params()),
                "weights_sha256": sha256_file(os.path.join(output_dir, WEIGHTS_FILE))}
+    _remove_stale_derived_files(output_dir, metrics["weights_sha256"])
     with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     with open(os.path.join(output_dir, LABELS_FILE), "w") as f:

@@ -336,8 +336,13 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
 
 def preset_with_architecture(config: ViTConfig) -> str | None:
     """Name of the preset whose network `config` builds: for runs that predate
-    the recorded preset name (the recipe may have been overridden)."""
-    return next((name for name, preset in PRESETS.items() if preset.arch == config.arch), None)
+    the recorded preset name (the recipe, or a FINE_TUNE_MAY_CHANGE field such
+    as the input normalisation, may have been overridden)."""
+    def network(arch):
+        return {k: getattr(arch, k) for k in ARCHITECTURE_FIELDS if k not in FINE_TUNE_MAY_CHANGE}
+
+    return next((name for name, preset in PRESETS.items()
+                 if network(preset.arch) == network(config.arch)), None)
 
 
 def check_same_architecture(folder: str, config: ViTConfig) -> None:
@@ -362,11 +367,14 @@ def check_same_architecture(folder: str, config: ViTConfig) -> None:
 
 def held_out_overlap(folder: str, config: ViTConfig) -> str | None:
     """Why this fine-tuning's validation split would include images `folder`
-    trained on, or None. The hold-out is the first validation_split of one
-    fixed permutation (vit.data.train_val_split), so a split no larger than
-    the parent's is a subset of the parent's hold-out, unseen by both."""
+    (or a stage before it) trained on, or None. The hold-out is the first
+    validation_split of one fixed permutation (vit.data.train_val_split), so
+    a split no larger than every earlier stage's is a subset of all their
+    hold-outs, unseen by every stage."""
     with open(os.path.join(folder, "metrics.json")) as f:
         theirs = ViTConfig.from_dict(json.load(f).get("config", {})).recipe.validation_split
+    theirs = min([theirs] + [st["validation_split"] for st in read_lineage(folder)["stages"]
+                             if st.get("validation_split") is not None])
     ours = config.recipe.validation_split
     if ours <= theirs:
         return None
