@@ -5,8 +5,8 @@
     python benchmarks/robustness.py --smoke
 
 Users' photos are dim, flat, noisy, soft, heavily compressed or tilted; the
-model has only seen CIFAR's own exposure. Each of the first --n test images
-(default 2,000: 20 per class) is upscaled to 128x128 (bicubic, as a small
+model has only seen CIFAR's own exposure. Each of --n test images (default
+2,000: the first 20 of each class, so every class weighs the same) is upscaled to 128x128 (bicubic, as a small
 photo), damaged there with Pillow, saved as PNG (JPEG for the JPEG rows) and
 decoded by `vit.images.prepare`, the app's own path; then classified.
 Severities (two per kind, the second the harsher):
@@ -93,7 +93,7 @@ def top1(model, x: np.ndarray, y: np.ndarray) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(p, data=True)
-    p.add_argument("--n", type=int, default=2000, help="test images (first n; 20 per class)")
+    p.add_argument("--n", type=int, default=2000, help="test images: the first n/100 of each class")
     p.add_argument("--workers", type=int, default=2, help="threads for Pillow")
     args = p.parse_args(argv)
     if args.smoke:
@@ -102,7 +102,9 @@ def main(argv=None) -> int:
     from vit import data
 
     ds = data.load_cifar100(args.data_dir or default_data_dir())
-    x, y = ds.x_test[:args.n], ds.y_test[:args.n]
+    chosen = np.sort(np.concatenate([np.flatnonzero(ds.y_test == c)[:max(1, args.n // 100)]
+                                     for c in range(100)]))
+    x, y = ds.x_test[chosen], ds.y_test[chosen]
     model, described = load_model(args.model)
     print(f"model: {described}\ntest images: {len(x):,}, damaged at {SIDE} px, decoded by "
           "vit.images.prepare", flush=True)
