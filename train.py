@@ -130,11 +130,11 @@ def main(argv=None) -> int:
             return 2
         if notice:  # e.g. offline, using the cached copy
             print(f"note: {notice}")
-        from vit import model_folder, training
+        from vit import fine_tuning, model_folder
 
         try:
-            training.check_same_architecture(init_from, config)
-            overlap = training.held_out_overlap(init_from, config)
+            fine_tuning.check_same_architecture(init_from, config)
+            overlap = fine_tuning.held_out_overlap(init_from, config)
             if overlap:
                 print(f"warning: {overlap}", file=sys.stderr)
             model_folder.verify_model_folder(init_from)

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vit import data, export, model_folder, training  # noqa: E402
+from vit import data, export, fine_tuning, model_folder, training  # noqa: E402
 from vit.config import ViTConfig  # noqa: E402
 
 FILES = ("config.json", "metadata.json", "model.weights.h5", "labels.json", "metrics.json",
@@ -48,7 +48,7 @@ def main():
         before = model_folder.epochs_before(state.get("parent"))
         planned = before + ViTConfig.from_dict(state["config"]).recipe.epochs
         preset = (state.get("preset")
-                  or training.preset_with_architecture(ViTConfig.from_dict(state["config"]))
+                  or fine_tuning.preset_with_architecture(ViTConfig.from_dict(state["config"]))
                   or "custom")
         command = state.get("command") or f"python train.py --preset {preset}"
         export.export_run(

@@ -43,7 +43,7 @@ def load_run(folder: str) -> dict:
 def load_run_in_training(folder: str) -> dict:
     """A train.py run that has not finished: its checkpoint's history, no test scores."""
     import vit
-    from vit import training
+    from vit import fine_tuning, training
     from vit.config import ViTConfig
 
     state = training.read_checkpoint_state(os.path.join(folder, training.CHECKPOINT_DIR))
@@ -51,7 +51,7 @@ def load_run_in_training(folder: str) -> dict:
     seconds = sum(row["train_seconds"] for row in history)
     images = sum(row["train_seconds"] * row["images_per_second"] for row in history)
     config = ViTConfig.from_dict(state["config"])
-    metrics = {"preset": state.get("preset") or training.preset_with_architecture(config) or "?",
+    metrics = {"preset": state.get("preset") or fine_tuning.preset_with_architecture(config) or "?",
                "parameters": vit.build_vit(config).count_params(),
                "images_per_second": images / seconds if seconds else None,
                "epochs": f"{state['epoch']} of {config.recipe.epochs}", "train_seconds": seconds,

@@ -195,27 +195,3 @@ def test_mirrored_strategy_on_two_logical_cpu_devices(cifar_path, cifar, tmp_pat
     again = evaluate(keras.saving.load_model(tmp_path), cifar.x_test, cifar.y_test)
     assert again["test_top1"] == pytest.approx(metrics["test_top1"], abs=1e-6)
     assert again["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
-
-
-def test_fine_tuning_warns_when_its_hold_out_was_trained_on(tmp_path):
-    config = vit.get_preset("tiny")
-    (tmp_path / "metrics.json").write_text(json.dumps(
-        {"config": config.replace(validation_split=0.1).to_dict()}))
-    for split in (0.1, 0.04):  # within the parent's hold-out
-        assert training.held_out_overlap(str(tmp_path), config.replace(validation_split=split)) is None
-    warning = training.held_out_overlap(str(tmp_path), config.replace(validation_split=0.2))
-    assert "trained on" in warning and "validation_split <= 0.1" in warning
-    # a parent that was itself fine-tuned with a larger split: its first stage's counts
-    (tmp_path / "metrics.json").write_text(json.dumps(
-        {"config": config.replace(validation_split=0.2).to_dict(),
-         "stages": [{"epochs": 1, "validation_split": 0.05}, {"epochs": 1}]}))
-    warning = training.held_out_overlap(str(tmp_path), config.replace(validation_split=0.1))
-    assert "validation_split <= 0.05" in warning
-
-
-def test_preset_with_architecture_ignores_the_recipe():
-    tuned = vit.get_preset("compact").replace(epochs=80, mixup_alpha=0.2, mlp_dropout=0.3)
-    assert training.preset_with_architecture(tuned) == "compact"
-    assert training.preset_with_architecture(vit.get_preset("tutorial")) == "tutorial"
-    assert training.preset_with_architecture(tuned.replace(num_heads=2, key_dim=64)) is None
-    assert training.preset_with_architecture(tuned.replace(input_norm="image")) == "compact"
