@@ -6,9 +6,10 @@
 
 Users' photos are dim, flat, noisy, soft, heavily compressed or tilted; the
 model has only seen CIFAR's own exposure. Each of --n test images (default
-2,000: the first 20 of each class, so every class weighs the same) is upscaled to 128x128 (bicubic, as a small
-photo), damaged there with Pillow, saved as PNG (JPEG for the JPEG rows) and
-decoded by `vit.images.prepare`, the app's own path; then classified.
+2,000: the first 20 of each class, so every class weighs the same) is
+upscaled to 128x128 (bicubic, as a small photo), damaged there with
+Pillow, saved as PNG (JPEG for the JPEG rows) and decoded by
+`vit.images.prepare`, the app's own path; then classified.
 Severities (two per kind, the second the harsher):
 
   brightness  x0.6, x0.4   ImageEnhance.Brightness: every pixel scaled (dim light)

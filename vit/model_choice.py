@@ -81,16 +81,16 @@ def describe_folder(model, folder: str, spec: str | None, notice: str | None):
         calibrated = calibration.read_calibration(folder) or {}
     except calibration.CalibrationError as exc:  # serve, but say so
         calibrated = {}
-        notice = f"{notice + ' ' if notice else ''}{exc}; confidences are uncalibrated."
+        notice = _join(notice, f"{exc}; confidences are uncalibrated.")
     if model_folder.measured_on_other_weights(folder, calibrated):
         calibrated = {}
-        notice = (f"{notice + ' ' if notice else ''}calibration.json was fitted for other "
-                  "weights; confidences are uncalibrated.")
+        notice = _join(notice, "calibration.json was fitted for other weights; "
+                               "confidences are uncalibrated.")
     faithfulness = _read_json(folder, "faithfulness.json", quiet=True)
     if model_folder.measured_on_other_weights(folder, faithfulness):
         faithfulness = None
-        notice = (f"{notice + ' ' if notice else ''}faithfulness.json was measured on "
-                  "other weights; its scores are not shown.")
+        notice = _join(notice, "faithfulness.json was measured on other weights; "
+                               "its scores are not shown.")
     info = ModelInfo(source=source, preset=metrics.get("preset", "?"),
                      parameters=model.count_params(),
                      test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
@@ -110,6 +110,11 @@ def untrained_model(reason: str | None = None, preset: str = "compact"):
     info = ModelInfo(source="random initialisation", preset=preset,
                      parameters=model.count_params(), trained=False, notice=notice)
     return model, list(CIFAR100_LABELS), info
+
+
+def _join(notice: str | None, more: str) -> str:
+    """One notice line from several reasons."""
+    return f"{notice} {more}" if notice else more
 
 
 def _read_json(folder: str, name: str, quiet: bool = False):
