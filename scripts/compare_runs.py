@@ -12,6 +12,13 @@ top-1/top-5, and the validation top-1 each run had reached when the shortest
 run ended, which is the fair comparison when budgets differ (a longer run is
 then mid-schedule, so this slightly favours the shorter one). --out plots
 validation top-1 against cumulative CPU hours.
+
+--per-epoch compares at equal epochs instead (the table's last column is the
+validation top-1 at the shortest run's last epoch; the plot's x axis is the
+epoch): the fair axis for an ablation whose arms ran side by side on a shared
+machine, where wall hours measure the neighbours as much as the recipe.
+
+    python scripts/compare_runs.py runs/pilot-basic runs/pilot-trivial --per-epoch
 """
 
 import argparse
@@ -76,14 +83,25 @@ def val_top1_at(run: dict, hours: float) -> float | None:
     return reached[-1] if reached else None
 
 
-def table(runs: list[dict]) -> str:
-    budget = min(run["hours"][-1] for run in runs)
+def val_top1_at_epoch(run: dict, epoch: int) -> float | None:
+    """Validation top-1 after the run's `epoch`-th epoch (counting every stage)."""
+    rows = run["history"]
+    return rows[epoch - 1].get("val_top1") if 0 < epoch <= len(rows) else None
+
+
+def table(runs: list[dict], per_epoch: bool = False) -> str:
+    if per_epoch:
+        budget = min(len(run["history"]) for run in runs)
+        last = f"val top-1 at epoch {budget}"
+    else:
+        budget = min(run["hours"][-1] for run in runs)
+        last = f"val top-1 after {budget:.2f} h"
     lines = [f"| model | parameters | train img/s | epochs | CPU hours | test top-1 | test top-5 "
-             f"| val top-1 after {budget:.2f} h |",
+             f"| {last} |",
              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         m = run["metrics"]
-        at = val_top1_at(run, budget)
+        at = val_top1_at_epoch(run, budget) if per_epoch else val_top1_at(run, budget)
         epochs = m.get("epochs", len(run["history"]))
         hours = m.get("train_seconds", 3600 * run["hours"][-1]) / 3600
         lines.append(
@@ -94,7 +112,7 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], path: str) -> None:
+def plot(runs: list[dict], path: str, per_epoch: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,13 +121,15 @@ def plot(runs: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for run in runs:
         m = run["metrics"]
-        ax.plot(run["hours"], [100 * row.get("val_top1", float("nan")) for row in run["history"]],
+        x = range(1, len(run["history"]) + 1) if per_epoch else run["hours"]
+        ax.plot(x, [100 * row.get("val_top1", float("nan")) for row in run["history"]],
                 marker=".", label=f"{m.get('preset', '?')}, {run['folder']} "
                                   f"({m.get('parameters', 0) / 1e6:.1f}M params, "
                                   f"test {_percent(m['test_top1'])})")
-    ax.set_xlabel("hours of training")
+    ax.set_xlabel("epoch" if per_epoch else "hours of training")
     ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("CIFAR-100: accuracy per CPU-hour")
+    ax.set_title("CIFAR-100: accuracy per epoch" if per_epoch
+                 else "CIFAR-100: accuracy per CPU-hour")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -121,17 +141,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+", help="train.py model folders")
     p.add_argument("--out", help="also write the validation-vs-CPU-hours plot here (PNG)")
+    p.add_argument("--per-epoch", action="store_true",
+                   help="compare at equal epochs, not equal hours (arms run side by side)")
     args = p.parse_args(argv)
     try:
         runs = [load_run(folder) for folder in args.folders]
         if any(not run["history"] for run in runs):
             raise ValueError("a folder has an empty history.csv")
-        print(table(runs))
+        print(table(runs, args.per_epoch))
     except (OSError, KeyError, ValueError) as exc:
         print(f"error: {exc!s}", file=sys.stderr)
         return 2
     if args.out:
-        plot(runs, args.out)
+        plot(runs, args.out, args.per_epoch)
         print(f"plot -> {args.out}")
     return 0
 

@@ -62,3 +62,19 @@ def test_a_run_in_training_is_compared_from_its_checkpoint(tmp_path, capsys):
                    "| in training | in training | 45.0% |")
     done_row = next(line for line in out.splitlines() if "`compact`" in line)
     assert done_row.endswith("| 30.0% |")
+
+
+def test_per_epoch_compares_at_the_shorter_runs_last_epoch(tmp_path, capsys):
+    # Arms of an ablation that shared a machine: the slow one's hours say nothing
+    # about its recipe, so compare epoch 2 with epoch 2.
+    fast = make_run(tmp_path / "fast", "compact", 3600, [0.2, 0.3, 0.4], 0.41)
+    slow = make_run(tmp_path / "slow", "compact", 5 * 3600, [0.25, 0.35], 0.36)
+    plot = tmp_path / "plot.png"
+    assert compare_runs.main([fast, slow, "--per-epoch", "--out", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "val top-1 at epoch 2" in out
+    rows = {name: next(line for line in out.splitlines() if f"/{name})" in line)
+            for name in ("fast", "slow")}
+    assert rows["fast"].endswith("| 30.0% |")   # its epoch 2, not its last (40%)
+    assert rows["slow"].endswith("| 35.0% |")   # by hours: none (its epoch 1 ended at 5 h)
+    assert plot.read_bytes()[:4] == b"\x89PNG"
