@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                          # tutorial compact gpu tiny
     python benchmarks/train_throughput.py --presets compact --steps 30
     python benchmarks/train_throughput.py --mixed-precision bf16 --jit
+    python benchmarks/train_throughput.py --presets gpu --input-only  # can this host feed a GPU?
     python benchmarks/train_throughput.py --smoke                  # quick check
 
 Per preset: build the model, `vit.training.compile_model` (AdamW, warm-up/cosine,
@@ -20,13 +21,19 @@ turn images/s into achieved GFLOP/s, to read against the machine's peak
 (2 AVX2 cores at ~2.5 GHz: ~160 GFLOP/s float32), and project a run's time on
 other hardware (the gpu preset's docstring in vit/config.py).
 
-Last line: `<preset>=<images/s> <preset>_train_gflop=<per image> <preset>_gflops=<achieved>`
-for each preset.
+The input pipeline is also timed on its own (`recipe_dataset` iterated with no
+model: gather, crop/flip, TrivialAugment where the preset uses it, the upload
+round trip, mixup/CutMix), because on a GPU the host's tf.data, not the model,
+sets the pace: images/s per CPU core here says how many cores a GPU run needs.
+
+Last line: `<preset>=<images/s> <preset>_train_gflop=<per image> <preset>_gflops=<achieved>
+<preset>_input=<pipeline images/s>` for each preset.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -96,6 +103,30 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
     return result
 
 
+def measure_input(preset: str, warmup: int, batches: int, batch_size: int | None = None) -> dict:
+    """Images/s of the preset's training pipeline alone, on every core tf.data may use."""
+    import vit
+    from vit import data
+
+    config = vit.get_preset(preset)
+    if batch_size:
+        config = config.replace(batch_size=batch_size)
+    batch = config.recipe.batch_size
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * (warmup + batches), config.arch.image_size,
+                              config.arch.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, config.arch.num_classes, len(x))
+    batches_out = iter(data.recipe_dataset(x, y, config.replace(epochs=1), seed=0))
+    for _ in range(warmup):  # tracing, and the prefetch buffer filling
+        next(batches_out)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        images, _ = next(batches_out)
+        images.numpy()  # materialised, as a training step would consume it
+    seconds = time.perf_counter() - t0
+    return dict(preset=preset, augment=config.recipe.augment, input_ips=batch * batches / seconds)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--presets", nargs="+", default=None,
@@ -108,34 +139,53 @@ def main(argv=None) -> int:
     p.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     p.add_argument("--batch-size", type=int, default=None,
                    help="override every preset's batch size")
+    p.add_argument("--input-batches", type=int, default=100,
+                   help="timed batches of the input pipeline alone, per preset")
+    p.add_argument("--input-only", action="store_true",
+                   help="time only the input pipeline (no model, no training step)")
     p.add_argument("--smoke", action="store_true",
                    help="a very short run that only checks the script works")
     args = p.parse_args(argv)
     if args.smoke:
         args.presets = args.presets or ["tiny"]
-        args.warmup, args.steps, args.max_seconds = 1, 2, 10.0
+        args.warmup, args.steps, args.max_seconds, args.input_batches = 1, 2, 10.0, 3
     presets = args.presets or list(DEFAULT_PRESETS)
 
     from vit import training
 
     training.set_precision(args.mixed_precision)
-    print(f"precision: {args.mixed_precision}, XLA train step: {args.jit}, "
+    inputs = []
+    for preset in presets:
+        inputs.append(measure_input(preset, args.warmup, args.input_batches, args.batch_size))
+        print(f"  {preset}: input pipeline alone {inputs[-1]['input_ips']:.0f} images/s",
+              flush=True)
+    cores = os.cpu_count() or 1
+    print_table(["preset", "augment", "pipeline images/s", f"per core ({cores} cores)"],
+                [[r["preset"], r["augment"], f"{r['input_ips']:.0f}",
+                  f"{r['input_ips'] / cores:.0f}"] for r in inputs],
+                "Input pipeline alone (tf.data, no model): what a GPU's host must sustain")
+    if args.input_only:
+        print(" ".join(f"{r['preset']}_input={r['input_ips']:.1f}" for r in inputs))
+        return 0
+    print(f"\nprecision: {args.mixed_precision}, XLA train step: {args.jit}, "
           f"{args.warmup} warm-up + {args.steps} timed steps (max {args.max_seconds:.0f} s)",
           flush=True)
     results = []
-    for preset in presets:
+    for preset, pipeline in zip(presets, inputs):
         r = measure(preset, args.warmup, args.steps, args.max_seconds, args.jit,
                     args.batch_size)
         print(f"  {preset}: {r['ips']:.1f} images/s ({r['wall']:.0f} s)", flush=True)
-        results.append(r)
+        results.append({**r, **pipeline})
     print_table(["preset", "params", "batch", "timed steps", "median step ms", "images/s",
                  "train GFLOP/image", "achieved GFLOP/s"],
                 [[r["preset"], f"{r['params']:,}", r["batch"], r["steps"],
                   f"{r['step_ms']:.0f}", f"{r['ips']:.1f}", f"{r['train_gflop']:.3f}",
                   f"{r['gflops']:.1f}"] for r in results],
                 "Training throughput")
-    print(" ".join(f"{r['preset']}={r['ips']:.1f} {r['preset']}_train_gflop={r['train_gflop']:.4f} "
-                   f"{r['preset']}_gflops={r['gflops']:.2f}" for r in results))
+    print(" ".join(f"{r['preset']}={r['ips']:.1f} "
+                   f"{r['preset']}_train_gflop={r['train_gflop']:.4f} "
+                   f"{r['preset']}_gflops={r['gflops']:.2f} {r['preset']}_input={r['input_ips']:.1f}"
+                   for r in results))
     return 0
 
 
