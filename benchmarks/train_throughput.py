@@ -184,7 +184,8 @@ def main(argv=None) -> int:
                 "Training throughput")
     print(" ".join(f"{r['preset']}={r['ips']:.1f} "
                    f"{r['preset']}_train_gflop={r['train_gflop']:.4f} "
-                   f"{r['preset']}_gflops={r['gflops']:.2f} {r['preset']}_input={r['input_ips']:.1f}"
+                   f"{r['preset']}_gflops={r['gflops']:.2f} "
+                   f"{r['preset']}_input={r['input_ips']:.1f}"
                    for r in results))
     return 0
 
