@@ -69,6 +69,14 @@ def _step_timer(warmup: int, max_seconds: float):
     return StepTimer()
 
 
+def _random_images(config, n: int):
+    """n random uint8 images and labels of the config's shape (they cost what real ones do)."""
+    rng = np.random.default_rng(0)
+    size = config.arch.image_size
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    return x, rng.integers(0, config.arch.num_classes, n)
+
+
 def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
             batch_size: int | None = None) -> dict:
     import keras
@@ -80,10 +88,7 @@ def measure(preset: str, warmup: int, steps: int, max_seconds: float, jit: bool,
     if batch_size:
         config = config.replace(batch_size=batch_size)
     total = warmup + steps
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (config.recipe.batch_size * total, config.arch.image_size,
-                              config.arch.image_size, 3), dtype=np.uint8)
-    y = rng.integers(0, config.arch.num_classes, len(x))
+    x, y = _random_images(config, config.recipe.batch_size * total)
     keras.utils.set_random_seed(0)
     model = vit.build_vit(config)
     training.compile_model(model, config, steps_per_epoch=total, jit=jit)
@@ -112,10 +117,7 @@ def measure_input(preset: str, warmup: int, batches: int, batch_size: int | None
     if batch_size:
         config = config.replace(batch_size=batch_size)
     batch = config.recipe.batch_size
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (batch * (warmup + batches), config.arch.image_size,
-                              config.arch.image_size, 3), dtype=np.uint8)
-    y = rng.integers(0, config.arch.num_classes, len(x))
+    x, y = _random_images(config, batch * (warmup + batches))
     batches_out = iter(data.recipe_dataset(x, y, config.replace(epochs=1), seed=0))
     for _ in range(warmup):  # tracing, and the prefetch buffer filling
         next(batches_out)
