@@ -212,8 +212,10 @@ PRESETS: dict[str, ViTConfig] = {
     # 300 epochs x 45,000 images = 9.5e16 FLOP. Projected on one H100 SXM
     # (989 TFLOP/s dense bf16): 5 min at 30% of peak, 32 min at 5%; assume the
     # slow end, since a 3.8M-parameter model at batch 128 is step-overhead
-    # bound, and the host's tf.data must feed 7k-42k augmented img/s (give it
-    # several cores). Not yet run on a GPU.
+    # bound, and the host's tf.data must feed 7k-42k augmented img/s: this
+    # pipeline alone makes ~1,900 img/s per CPU core (`train_throughput.py
+    # --presets gpu --input-only`: 3,800 on 2 idle cores), so give it 4-22
+    # cores. Not yet run on a GPU.
     # CCT-7/3x1 reports 80.9% on CIFAR-100 for this shape after 300 epochs.
     "gpu": ViTConfig(
         arch=Architecture(
