@@ -139,6 +139,8 @@ def build_demo(analyser: Analyser) -> gr.Blocks:
                 if info.test_top1 is not None else "accuracy not measured")
     if info.progress:
         accuracy += f" ({info.progress})"
+    if info.test_time_flip:
+        accuracy += ", each picture classified together with its mirror image"
     calibrated = ("confidences calibrated on held-out images"
                   if info.temperature != 1.0 else "confidences not calibrated")
     with gr.Blocks(title="ViT on CIFAR-100: where does it look?") as demo:

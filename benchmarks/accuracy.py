@@ -5,7 +5,8 @@
     python benchmarks/accuracy.py --smoke                                 # quick check
 
 Measures top-1 / top-5 on the 10,000 CIFAR-100 test images (batched
-model.predict), per-class accuracy (best and worst 5 classes) and the 10
+model.predict, over the image and its mirror when the folder's test-time flip
+is on, as the app classifies; --test-time-flip on|off forces it), per-class accuracy (best and worst 5 classes) and the 10
 most frequent confusions (true -> predicted).
 
 --uploads re-encodes every test image the way users' files arrive: upscaled
@@ -28,16 +29,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import add_model_args, chosen_folder, load_model, print_table
+from _common import add_model_args, chosen_folder, load_model, print_table, test_time_flip
 from PIL import Image
 
 UPLOAD_SIDE = 256
 # PNG is lossless: the compression level changes only the encoding time.
 FORMATS = {"jpeg": dict(format="JPEG", quality=90), "png": dict(format="PNG", compress_level=1)}
-
-
-def predict_logits(model, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    return model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
 
 
 def topk_accuracy(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -96,7 +93,7 @@ def main(argv=None) -> int:
     if args.smoke and args.limit is None:
         args.limit = 500
 
-    from vit import data
+    from vit import data, evaluation
 
     ds = data.load_cifar100(args.data_dir)
     x, y = ds.x_test[:args.limit], ds.y_test[:args.limit]
@@ -106,10 +103,15 @@ def main(argv=None) -> int:
     if folder and os.path.isfile(os.path.join(folder, "labels.json")):
         with open(os.path.join(folder, "labels.json")) as f:
             labels = json.load(f)
-    print(f"model: {described}\ntest images: {len(x):,}")
+    flip = test_time_flip(args)
+    print(f"model: {described}\ntest images: {len(x):,}; test-time flip: "
+          f"{'on' if flip else 'off'}")
+
+    def predict_logits(pixels):  # the app's way: vit.inference.Predictor's maths
+        return evaluation.predict_logits(model, pixels, args.batch_size, test_time_flip=flip)
 
     t0 = time.perf_counter()
-    logits = predict_logits(model, x, args.batch_size)
+    logits = predict_logits(x)
     seconds = time.perf_counter() - t0
     top1, top5 = topk_accuracy(logits, y)
     print_table(["split", "images", "top-1", "top-5", "predict s"],
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             uploaded = uploads_batch(x[:n], fmt, args.workers)
             prep = time.perf_counter() - t0
-            u1, u5 = topk_accuracy(predict_logits(model, uploaded, args.batch_size), y[:n])
+            u1, u5 = topk_accuracy(predict_logits(uploaded), y[:n])
             delta = u1 - raw_top1
             ok &= abs(delta) <= 0.01
             changed = float(np.mean(np.any(uploaded != x[:n], axis=(1, 2, 3))))

@@ -34,7 +34,7 @@ import os
 import time
 
 import numpy as np
-from _common import add_model_args, chosen_folder, print_table
+from _common import add_model_args, chosen_folder, print_table, test_time_flip
 
 ROLLOUTS = {f"rollout{'' if f == 'mean' else '_' + f}{'' if d == 0 else '_d0.9'}": (f, d)
             for d in (0.0, 0.9) for f in ("mean", "max", "min")}
@@ -127,14 +127,19 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {folder}/calibration.json was fitted for other weights; "
                          "re-run scripts/calibrate.py first")
     temperature = calibrated["temperature"] if calibrated else 1.0
-    pred = Predictor(model, temperature=temperature)
+    flip = test_time_flip(args)  # the app's setting unless forced
+    if flip != model_folder.test_time_flip(folder):
+        args.no_save = True  # not how the app serves this folder: never its faithfulness.json
+    pred = Predictor(model, temperature=temperature, test_time_flip=flip)
     keras.utils.set_random_seed(args.seed)
-    random_pred = Predictor(keras.models.clone_model(model), temperature=temperature)
+    random_pred = Predictor(keras.models.clone_model(model), temperature=temperature,
+                            test_time_flip=flip)
     x_test = data.load_cifar100(args.data_dir).x_test
     order = np.random.default_rng(args.seed).permutation(len(x_test))
     chosen = x_test[order[:args.n]]
     select = x_test[order[args.n:args.n + args.select]]
-    print(f"model: {folder} (temperature {temperature:.3f}); {args.n} test images, "
+    print(f"model: {folder} (temperature {temperature:.3f}, test-time flip "
+          f"{'on' if flip else 'off'}); {args.n} test images, "
           f"seed {args.seed}; baseline pixel {pred.baseline_pixel.tolist()}", flush=True)
 
     t0 = time.perf_counter()

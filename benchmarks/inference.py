@@ -15,6 +15,8 @@ Measures, on random 32x32 uint8 images (latency does not depend on content):
       one batch (target <= 30 ms), and (e') the sliding 2x2 window (49 masks);
   (f) one image's deletion curves for the page's 4 maps (62 images, one batch);
 plus eager `model(x)` and `model.predict(x)` single-image latency for contrast.
+Every path runs the folder's test-time flip setting (two views per image when
+on; --test-time-flip on|off forces it, and (a) then runs both views too).
 Every latency is the median over --repeats runs of p50 / p95 of --iters calls.
 
 Last line: `p50_ms=... p95_ms=... maps_p50_ms=... batch64_ips=... ...` where
@@ -32,7 +34,7 @@ import time
 
 import numpy as np
 from _common import (add_model_args, forward_flops, load_model, print_table, repeated_latency,
-                     time_calls)
+                     test_time_flip, time_calls)
 
 
 def maps_steps(pred, image, class_map: bool = True):
@@ -92,16 +94,23 @@ def main(argv=None) -> int:
     from vit.inference import Predictor
 
     model, described = load_model(args.model)
+    flip = test_time_flip(args)
     t0 = time.perf_counter()
-    pred = Predictor(model, warmup=True)  # compiles both programs
+    pred = Predictor(model, warmup=True, test_time_flip=flip)  # compiles both programs
     compile_s = time.perf_counter() - t0
     size = pred.image_size
+    views = "on (2 views per image)" if flip else "off"
     print(f"model: {described}\n{pred.num_blocks} blocks x {pred.num_heads} heads, "
-          f"{pred.num_tokens} tokens; XLA compile + warm-up {compile_s:.1f} s")
+          f"{pred.num_tokens} tokens; test-time flip {views}; "
+          f"XLA compile + warm-up {compile_s:.1f} s")
 
     spec = tf.TensorSpec((None, size, size, 3), tf.uint8)
-    logits_fn = tf.function(lambda im: model(tf.cast(im, tf.float32), training=False),
-                            input_signature=[spec], jit_compile=True)
+
+    def logits(im):  # the network alone, on the views the Predictor runs
+        x = tf.cast(im, tf.float32)
+        return model(tf.concat([x, tf.reverse(x, [2])], 0) if flip else x, training=False)
+
+    logits_fn = tf.function(logits, input_signature=[spec], jit_compile=True)
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 256, (64, size, size, 3), dtype=np.uint8)
     cycle = itertools.cycle(range(len(pool)))

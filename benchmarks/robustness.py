@@ -36,7 +36,7 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import add_model_args, default_data_dir, load_model, print_table
+from _common import add_model_args, default_data_dir, load_model, print_table, test_time_flip
 from PIL import Image, ImageEnhance, ImageFilter
 
 SIDE = 128
@@ -86,8 +86,10 @@ def damaged_input(pixels: np.ndarray, name: str, index: int) -> np.ndarray:
     return images.prepare(buf.getvalue())[1]
 
 
-def top1(model, x: np.ndarray, y: np.ndarray) -> float:
-    logits = model.predict(np.asarray(x, np.float32), batch_size=500, verbose=0)
+def top1(model, x: np.ndarray, y: np.ndarray, flip: bool) -> float:
+    from vit import evaluation
+
+    logits = evaluation.predict_logits(model, x, batch_size=500, test_time_flip=flip)
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
@@ -107,14 +109,15 @@ def main(argv=None) -> int:
                                      for c in range(100)]))
     x, y = ds.x_test[chosen], ds.y_test[chosen]
     model, described = load_model(args.model)
+    flip = test_time_flip(args)
     print(f"model: {described}\ntest images: {len(x):,}, damaged at {SIDE} px, decoded by "
-          "vit.images.prepare", flush=True)
+          f"vit.images.prepare; test-time flip: {'on' if flip else 'off'}", flush=True)
     scores = {}
     with ThreadPoolExecutor(max(1, args.workers)) as pool:  # Pillow releases the GIL
         for name in ["clean", *DAMAGE]:
             inputs = np.stack(list(pool.map(lambda i: damaged_input(x[i], name, i),
                                             range(len(x)))))
-            scores[name] = top1(model, inputs, y)
+            scores[name] = top1(model, inputs, y, flip)
             print(f"  {name}: {scores[name]:.4f}", flush=True)
     clean = scores["clean"]
     print_table(["damage", "top-1", "points vs clean"],

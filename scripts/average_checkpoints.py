@@ -13,6 +13,8 @@ split; the best K wins (the smallest K on ties), and K=1 is the run itself.
 The test split is used only once, to report the winner, so the choice cannot
 be tuned on it. Writes a model folder like train.py's, whose metrics.json
 records the averaged epochs and every candidate's validation top-1.
+--test-time-flip on makes the folder classify by the mean logits of each image
+and its mirror (scored that way here, and served that way by the app).
 """
 
 import argparse
@@ -43,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 3, 5, 10])
     p.add_argument("--data-dir")
     p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--test-time-flip", choices=("run", "on", "off"), default="run",
+                   help="serve (and score every candidate) by the mean logits of each image "
+                        "and its mirror: as the run's config says, or set it here")
     args = p.parse_args(argv)
 
     state = training.read_checkpoint_state(os.path.join(args.run, training.CHECKPOINT_DIR))
@@ -51,6 +56,10 @@ def main(argv=None) -> int:
     with open(os.path.join(args.run, "metrics.json")) as f:
         run_metrics = json.load(f)
     config = ViTConfig.from_dict(state["config"])
+    if args.test_time_flip != "run":  # inference only: the weights mean the same
+        config = config.replace(test_time_flip=args.test_time_flip == "on")
+        state = {**state, "config": config.to_dict()}
+    flip = config.arch.test_time_flip
     snapshots = sorted(args.snapshots or training.epoch_checkpoints(
         os.path.join(args.run, training.CHECKPOINT_DIR)), key=epoch_of)
     if not snapshots:
@@ -82,7 +91,7 @@ def main(argv=None) -> int:
     scores, val = {}, {}
     for k in candidates:
         model.set_weights(training.average_weights(models[-k:]) if k > 1 else final_weights)
-        val[k] = evaluation.evaluate(model, x_val, y_val)
+        val[k] = evaluation.evaluate(model, x_val, y_val, test_time_flip=flip)
         scores[k] = val[k]["test_top1"]
         print(f"last {k:2d} epochs ({epochs[-k]}-{epochs[-1]}): "
               f"validation top-1 {scores[k]:.4f}", flush=True)
@@ -93,11 +102,16 @@ def main(argv=None) -> int:
              "val_top1": val[best]["test_top1"], "val_top5": val[best]["test_top5"],
              "val_loss": val[best]["test_loss"]}
     command = run_metrics["command"]
+    then = []
     if best > 1:  # numbered like history.csv: from random initialisation
         before = model_folder.epochs_before(state.get("parent"))
         first, last = before + epochs[-best], before + epochs[-1]
         extra["averaged_epochs"] = [first, last]
-        command += f"  # then: python scripts/average_checkpoints.py (mean of epochs {first}-{last})"
+        then.append(f"mean of epochs {first}-{last}")
+    if args.test_time_flip != "run":
+        then.append(f"--test-time-flip {args.test_time_flip}")
+    if then:
+        command += f"  # then: python scripts/average_checkpoints.py ({', '.join(then)})"
     state = {**state, "mixed_precision": precision,  # and what the finished run recorded:
              **{k: run_metrics[k] for k in ("train_images", "val_images", "replicas")
                 if k in run_metrics}}

@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     except (model_folder.ModelIntegrityError, data.DataUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    split = (ViTConfig.from_dict(metrics["config"]).recipe.validation_split
-             if metrics.get("config") else None)
+    config = ViTConfig.from_dict(metrics["config"]) if metrics.get("config") else None
+    split = config.recipe.validation_split if config else None
     if split is None:
         print(f"error: {args.folder}/metrics.json records no config.validation_split, so the "
               "held-out images are unknown", file=sys.stderr)
@@ -43,13 +43,15 @@ def main(argv=None) -> int:
               "out to fit a temperature on", file=sys.stderr)
         return 2
     model = model_folder.load_pretrained(args.folder)
-    logits_test = evaluation.predict_logits(model, dataset.x_test)
+    flip = config.arch.test_time_flip  # calibrate what the app divides by T
+    logits_test = evaluation.predict_logits(model, dataset.x_test, test_time_flip=flip)
     # the recorded test accuracy must be this model's, or the folder is inconsistent
     top1 = evaluation.logit_metrics(logits_test, dataset.y_test)["test_top1"]
     if "test_top1" in metrics and abs(top1 - metrics["test_top1"]) > 1e-3:
         print(f"warning: test top-1 is {top1:.4f} here, metrics.json says "
               f"{metrics['test_top1']:.4f}", file=sys.stderr)
-    record = export.calibrate_folder(model, dataset, args.folder, split, logits_test)
+    record = export.calibrate_folder(model, dataset, args.folder, split, logits_test,
+                                     test_time_flip=flip)
     card.write_model_card(args.folder)
     val, test, not_sure = record["validation"], record["test"], record["not_sure"]
     print(f"{args.folder}: temperature {record['temperature']} fitted on the "

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 import vit
+import vit.evaluation
 from tests.conftest import ROOT
 from vit import images
 from vit.analysis import DISPLAY, Analyser, ModelInfo
@@ -219,3 +220,17 @@ def test_calibration_and_faithfulness_of_other_weights_are_not_applied(tmp_path,
     assert e.info.faithfulness is None
     assert "fitted for other weights" in e.info.notice
     assert "faithfulness.json was measured on other weights" in e.info.notice
+
+
+def test_the_model_folders_test_time_flip_reaches_the_predictor(analyser):
+    """The app classifies the way the folder's figures were measured."""
+    model = analyser.predictor.model
+    flipped = Analyser(model, vit.data.CIFAR100_LABELS,
+                       ModelInfo(source="t", test_time_flip=True), warmup=False)
+    assert flipped.predictor.test_time_flip and not analyser.predictor.test_time_flip
+    upload = str(ROOT / "examples" / "apple.png")
+    a, b = analyser.analyse(upload), flipped.analyse(upload)
+    logits = vit.evaluation.predict_logits(model, a.pixels[None], test_time_flip=True)[0]
+    want = np.exp(logits - logits.max())
+    np.testing.assert_allclose(b.probs, want / want.sum(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(a.probs, b.probs)

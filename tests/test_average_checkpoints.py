@@ -12,7 +12,9 @@ import pytest
 
 import vit
 from tests.conftest import ROOT
+import vit.evaluation
 from vit import training
+from vit.model_choice import describe_folder
 
 
 def tiny_model(fill=None):
@@ -93,6 +95,30 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
     assert forced.returncode == 0, forced.stderr[-2000:]
     for got, want in zip(keras.saving.load_model(tmp_path / "avg2").get_weights(), b):
         np.testing.assert_allclose(got, want + 0.005, rtol=1e-5, atol=1e-5)
+
+    # --test-time-flip on: the folder serves (and scores) the mean of each image's and
+    # its mirror's logits; its metrics, card, calibration and the app all follow it.
+    flip_out = tmp_path / "flip"
+    flipped = subprocess.run(
+        [sys.executable, "scripts/average_checkpoints.py", str(run), "--candidates", "1",
+         "--test-time-flip", "on", "--data-dir", cifar_path, "--out", str(flip_out)],
+        cwd=ROOT, capture_output=True, text=True)
+    assert flipped.returncode == 0, flipped.stderr[-2000:]
+    metrics = json.loads((flip_out / "metrics.json").read_text())
+    assert metrics["config"]["architecture"]["test_time_flip"] is True
+    assert metrics["command"].endswith("(--test-time-flip on)")
+    dataset = vit.data.load_cifar100(cifar_path)
+    model = keras.saving.load_model(flip_out)
+    both = vit.evaluation.evaluate(model, dataset.x_test, dataset.y_test, test_time_flip=True)
+    one = vit.evaluation.evaluate(model, dataset.x_test, dataset.y_test)
+    assert metrics["test_loss"] == pytest.approx(both["test_loss"], abs=1e-5)
+    assert metrics["test_loss"] != pytest.approx(one["test_loss"], abs=1e-5)
+    assert "Test-time flip" in (flip_out / "README.md").read_text()
+    assert "model(pixels[:, :, ::-1])" in (flip_out / "README.md").read_text()
+    _, info = describe_folder(model, str(flip_out), None, None)
+    assert info.test_time_flip is True
+    assert describe_folder(model, str(out), None, None)[1].test_time_flip is False
+    assert "Test-time flip" not in (out / "README.md").read_text()
 
     gap = subprocess.run(
         [sys.executable, "scripts/average_checkpoints.py", str(run),

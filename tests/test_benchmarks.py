@@ -37,8 +37,18 @@ def test_accuracy_smoke(real_cifar_path):
     assert (m.group(5) == "yes") == (abs(d_jpeg) <= 0.01 and abs(d_png) <= 0.01), last
 
 
-def test_inference_smoke():
-    last = run_smoke("inference.py")
+def test_accuracy_measures_through_the_test_time_flip_when_asked(real_cifar_path):
+    out = run_smoke("accuracy.py", "--data-dir", real_cifar_path, "--limit", "200", whole=True)
+    flipped = run_smoke("accuracy.py", "--data-dir", real_cifar_path, "--limit", "200",
+                        "--test-time-flip", "on", whole=True)
+    assert "test-time flip: off" in out and "test-time flip: on" in flipped
+    # the same 200 images, two ways: some predictions must differ
+    assert out.splitlines()[-1] != flipped.splitlines()[-1]
+
+
+@pytest.mark.parametrize("flip", ["folder", "on"])
+def test_inference_smoke(flip):
+    last = run_smoke("inference.py", "--test-time-flip", flip)
     assert re.fullmatch(rf"p50_ms={NUM} p95_ms={NUM} maps_p50_ms={NUM} batch64_ips={NUM} "
                         rf"batch64_attn_ips={NUM} logits_p50_ms={NUM} forward_maps_p50_ms={NUM} "
                         rf"occlusion_p50_ms={NUM} curves_p50_ms={NUM} gflops_per_image={NUM}",

@@ -51,6 +51,7 @@ def test_flat_dicts_from_older_folders_and_checkpoints_still_load():
     config = vit.ViTConfig.from_dict(OLD_FLAT_CONFIG)
     assert config.arch == vit.get_preset("compact").arch
     assert config.arch.input_norm == "dataset"  # what those models were trained with
+    assert config.arch.test_time_flip is False  # and how they were served
     assert config.recipe.epochs == 80 and config.recipe.cutmix_alpha == 1.0
     assert vit.ViTConfig.from_dict(config.to_dict()) == config
 

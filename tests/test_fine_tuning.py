@@ -30,14 +30,16 @@ def test_preset_with_architecture_ignores_the_recipe():
     assert fine_tuning.preset_with_architecture(vit.get_preset("tutorial")) == "tutorial"
     assert fine_tuning.preset_with_architecture(tuned.replace(num_heads=2, key_dim=64)) is None
     assert fine_tuning.preset_with_architecture(tuned.replace(input_norm="image")) == "compact"
+    assert fine_tuning.preset_with_architecture(tuned.replace(test_time_flip=True)) == "compact"
 
 
 def test_only_the_network_must_match(tmp_path):
     base = vit.get_preset("tiny")
     (tmp_path / "metrics.json").write_text(json.dumps({"config": base.to_dict()}))
-    # the recipe and the input normalisation may differ
+    # the recipe, the input normalisation and the test-time flip may differ
     fine_tuning.check_same_architecture(
-        str(tmp_path), base.replace(epochs=3, mlp_dropout=0.0, input_norm="image"))
+        str(tmp_path), base.replace(epochs=3, mlp_dropout=0.0, input_norm="image",
+                                    test_time_flip=True))
     with pytest.raises(ValueError, match="num_heads: 2 there, 1 here"):
         fine_tuning.check_same_architecture(str(tmp_path), base.replace(num_heads=1, key_dim=32))
     with pytest.raises(ValueError, match="no metrics.json"):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import vit
-from vit.inference import Predictor
+import vit.evaluation
+from vit.inference import Predictor, mirror_token_order
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +175,56 @@ def test_failed_warmup_falls_back_to_compiling_on_demand(model, images, monkeypa
     assert not cold._warming.is_set()  # not stuck on the slow eager path
     monkeypatch.undo()
     assert cold._program("forward", "compiled", "eager") == "compiled"
+
+
+def test_mirror_token_order_flips_columns_and_keeps_the_class_token():
+    assert mirror_token_order(2, True).tolist() == [0, 2, 1, 4, 3]
+    assert mirror_token_order(3, False).tolist() == [2, 1, 0, 5, 4, 3, 8, 7, 6]
+    order = mirror_token_order(4, True)
+    assert order[order].tolist() == list(range(17))  # its own inverse
+
+
+def test_test_time_flip_is_the_mean_of_the_two_views(model, images):
+    """Probabilities from the mean logits of each image and its mirror; the
+    mirror's attention and gradients back in upright token order, averaged."""
+    flipped = Predictor(model, temperature=1.5, test_time_flip=True)
+    views = [images.astype("float32"), images[:, :, ::-1].astype("float32")]
+    logits = np.mean([keras.ops.convert_to_numpy(model(v, training=False)) for v in views], 0)
+    e = np.exp(logits / 1.5 - (logits / 1.5).max(axis=1, keepdims=True))
+    want = e / e.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(vit.evaluation.predict_logits(model, images, test_time_flip=True),
+                               logits, rtol=1e-4, atol=1e-5)
+    probs, attention = flipped.predict(images)
+    np.testing.assert_allclose(probs, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(flipped.probabilities(images), want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(probs, Predictor(model, temperature=1.5).predict(images)[0])
+
+    order = mirror_token_order(flipped.grid_size, flipped.has_class_token)
+    upright, mirror = (vit.with_attention(model)(v, training=False)["attention"] for v in views)
+    for got, a, m in zip(attention, upright, mirror):
+        m = keras.ops.convert_to_numpy(m)[:, :, order][:, :, :, order]
+        np.testing.assert_allclose(got, (keras.ops.convert_to_numpy(a) + m) / 2, atol=1e-5)
+        np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=1e-5)  # still row-stochastic
+
+    # the class map's gradients: each view's own gradient of the class logit, merged alike
+    one_view = Predictor(model)
+    p, attn, grads, chosen = flipped.explain_one(images[0])
+    assert chosen == int(np.argmax(want[0]))
+    np.testing.assert_allclose(p, want[0], rtol=1e-4, atol=1e-6)
+    g_up = one_view.explain_one(images[0], chosen)[2]
+    g_mirror = one_view.explain_one(images[0, :, ::-1], chosen)[2]
+    for got, a, m in zip(grads, g_up, g_mirror):
+        np.testing.assert_allclose(got, (a + m[:, order][:, :, order]) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_test_time_flip_changes_nothing_on_a_mirror_symmetric_image(model):
+    half = np.random.default_rng(1).integers(0, 256, (1, 32, 16, 3), dtype=np.uint8)
+    symmetric = np.concatenate([half, half[:, :, ::-1]], axis=2)
+    plain = keras.ops.convert_to_numpy(model(symmetric.astype("float32"), training=False))
+    np.testing.assert_allclose(
+        vit.evaluation.predict_logits(model, symmetric, test_time_flip=True), plain,
+        rtol=1e-4, atol=1e-5)
+    _, attention = Predictor(model, test_time_flip=True).predict(symmetric)
+    order = mirror_token_order(4, True)
+    for block in attention:  # the two views agree, so the mean is mirror-symmetric
+        np.testing.assert_allclose(block, block[:, :, order][:, :, :, order], atol=1e-5)

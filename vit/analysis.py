@@ -45,7 +45,8 @@ class Analyser:
         in a thread while the web server starts (XLA releases the GIL) and
         answers eagerly until they are ready, which shortens the cold start;
         False leaves it to the first request."""
-        self.predictor = Predictor(model, warmup=False, temperature=info.temperature)
+        self.predictor = Predictor(model, warmup=False, temperature=info.temperature,
+                                   test_time_flip=info.test_time_flip)
         self.labels = list(label_names)
         self.info = info
         self.warmed = None  # the background warm-up thread, if any

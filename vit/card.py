@@ -54,6 +54,9 @@ Fine-tuned from `{{ init_from }}`; the epochs and time above are the fine-tuning
 {% if averaged_epochs %}
 The weights are the mean of the checkpoints after epochs {{ averaged_epochs }}
 (checkpoint averaging, chosen on the held-out validation split).
+{% endif %}{% if test_time_flip %}
+**Test-time flip:** every figure here, and the demo, classifies an image by the mean of
+the logits of it and its left-right mirror image (two forward passes; see Usage).
 {% endif %}
 {% if epochs_planned %}
 **Work in progress:** this is the checkpoint after {{ epochs }} of {{ epochs_planned }}
@@ -120,8 +123,10 @@ from vit.images import to_model_input  # importing vit registers the custom laye
 model = keras.saving.load_model("hf://{{ repo_id }}")
 labels = json.load(open(hf_hub_download("{{ repo_id }}", "labels.json")))
 pixels = to_model_input("photo.jpg")[None]  # centre crop, 32x32 RGB 0-255; the model normalises itself
-{% if calibration %}probs = keras.ops.softmax(model(pixels) / {{ calibration.temperature }}).numpy()[0]  # calibrated (T above)
-{% else %}probs = keras.ops.softmax(model(pixels)).numpy()[0]
+{% if test_time_flip %}logits = (model(pixels) + model(pixels[:, :, ::-1])) / 2  # test-time flip: the image and its mirror
+{% else %}logits = model(pixels)
+{% endif %}{% if calibration %}probs = keras.ops.softmax(logits / {{ calibration.temperature }}).numpy()[0]  # calibrated (T above)
+{% else %}probs = keras.ops.softmax(logits).numpy()[0]
 {% endif %}for i in np.argsort(probs)[::-1][:5]:
     print(f"{labels[i]}: {probs[i]:.1%}")
 ```
@@ -235,6 +240,11 @@ def _faithfulness_context(record: dict | None) -> dict | None:
                              if m.get("description")]}
 
 
+def _test_time_flip(metrics: dict) -> bool:
+    config = metrics.get("config") or {}
+    return bool((config.get("architecture") or config).get("test_time_flip"))
+
+
 def _confidence_note(record: dict | None) -> str:
     if not record:
         return "Confidences are not calibrated probabilities."
@@ -327,6 +337,7 @@ def build_model_card(metrics: dict, repo_id: str | None = None, has_curves: bool
         origin=(f"`{metrics['stages'][0]['init_from']}`"
                 if (metrics.get("stages") or [{}])[0].get("init_from")
                 else "random initialisation"),
+        test_time_flip=_test_time_flip(metrics),
         averaged_epochs="–".join(map(str, metrics["averaged_epochs"]))
         if metrics.get("averaged_epochs") else None,
         calibration=_calibration_context(calibration), has_reliability=has_reliability,

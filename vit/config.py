@@ -47,6 +47,9 @@ class Architecture:
     # "class_token": a learned [CLS] token, classified after the last block.
     pooling: str = "flatten"
     head_units: tuple = (2048, 1024)
+    # Inference only: classify by the mean logits of the image and its mirror
+    # image (test-time flip; vit.evaluation, vit.inference). Training ignores it.
+    test_time_flip: bool = False
 
     def __post_init__(self):
         self.conv_channels = tuple(self.conv_channels)
@@ -128,8 +131,9 @@ class Recipe:
 
 ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(Architecture))
 # Architecture fields that no weight's shape or role depends on: fine-tuning
-# may switch them (the first layers then adapt to the new input statistics).
-FINE_TUNE_MAY_CHANGE = ("input_norm",)
+# may switch them (the first layers then adapt to new input statistics; the
+# test-time flip only changes how a trained network is queried).
+FINE_TUNE_MAY_CHANGE = ("input_norm", "test_time_flip")
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 
 

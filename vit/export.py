@@ -52,7 +52,7 @@ def plot_curves(history: list[dict], path: str, title: str = "") -> None:
 
 
 def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split: float,
-                     logits_test=None) -> dict | None:
+                     logits_test=None, test_time_flip: bool = False) -> dict | None:
     """Fit the temperature on train.py's validation split; write calibration.json
     and reliability.png (test split) into `folder`. Returns the record.
 
@@ -60,7 +60,9 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
     one training.fit held out, so T is fitted on images the model never
     trained on and the test split is only measured. Without a validation split
     there is nothing honest to fit on: prints a note, removes any stale
-    calibration files and returns None. Pass `logits_test` if already computed.
+    calibration files and returns None. Pass `logits_test` if already computed
+    (with the same `test_time_flip`, which must be the model's own setting:
+    the temperature calibrates the logits the app will divide by it).
     """
     if not validation_split or validation_split <= 0:
         print("note: validation_split is 0, so no held-out images to fit a temperature on; "
@@ -70,9 +72,9 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
                 os.remove(os.path.join(folder, name))
         return None
     _, (x_val, y_val) = train_val_split(dataset.x_train, dataset.y_train, validation_split)
-    logits_val = predict_logits(model, x_val)
+    logits_val = predict_logits(model, x_val, test_time_flip=test_time_flip)
     if logits_test is None:
-        logits_test = predict_logits(model, dataset.x_test)
+        logits_test = predict_logits(model, dataset.x_test, test_time_flip=test_time_flip)
     record = calib.calibrate(
         logits_val, y_val, logits_test, dataset.y_test,
         fitted_on=calib.describe_validation(len(y_val), validation_split))
@@ -115,7 +117,8 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     if mixed_precision is None:
         mixed_precision = (state.get("mixed_precision") or checkpoint_precision(state)
                            or "off")
-    logits_test = predict_logits(model, dataset.x_test)
+    flip = config.arch.test_time_flip
+    logits_test = predict_logits(model, dataset.x_test, test_time_flip=flip)
     metrics = logit_metrics(logits_test, dataset.y_test)
     metrics.update({
         "preset": preset, "epochs": sum(st["epochs"] for st in stages), "seed": state.get("seed"),
@@ -132,7 +135,8 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
     metrics = write_model_folder(model, output_dir, config=config, metrics=metrics,
                                  history=history, label_names=dataset.label_names)
     # after the weights are written: calibration.json records their sha256
-    calibrate_folder(model, dataset, output_dir, config.recipe.validation_split, logits_test)
+    calibrate_folder(model, dataset, output_dir, config.recipe.validation_split, logits_test,
+                     test_time_flip=flip)
     write_model_card(output_dir)  # again: the Calibration section follows the new record
     return metrics
 

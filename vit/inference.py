@@ -35,6 +35,15 @@ def _as_uint8_batch(images, image_size: int) -> np.ndarray:
     return pixels_uint8(images)
 
 
+def mirror_token_order(grid_size: int, class_token: bool) -> np.ndarray:
+    """Token indices of the left-right mirror image: index i of the result is the
+    token that sits where token i lands after the flip (its own inverse)."""
+    cells = np.arange(grid_size * grid_size).reshape(grid_size, grid_size)[:, ::-1].ravel()
+    if class_token:
+        return np.concatenate([[0], cells + 1]).astype(np.int32)
+    return cells.astype(np.int32)
+
+
 class Predictor:
     """Wraps a trained classifier (raw pixels -> logits) for serving.
 
@@ -47,13 +56,23 @@ class Predictor:
     each on 2 cores), calls run the same maths eagerly (tens of ms) instead
     of waiting for the compiler, so the first visitor after a cold start is
     answered at once.
+
+    `test_time_flip=True` (the model folder's `test_time_flip`) classifies every
+    image by the mean logits of it and its mirror image, as
+    `vit.evaluation.predict_logits` scores it. The maps then describe that
+    two-view model: the mirror view's attention and attention gradients are
+    put back in the upright token order (the mirror of token (row, col) is
+    (row, grid-1-col); the class token stays) and averaged with the upright
+    view's, so every map and distance reads them unchanged.
     """
 
-    def __init__(self, model: keras.Model, warmup: bool = True, temperature: float = 1.0):
+    def __init__(self, model: keras.Model, warmup: bool = True, temperature: float = 1.0,
+                 test_time_flip: bool = False):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.model = model
         self.temperature = float(temperature)
+        self.test_time_flip = bool(test_time_flip)
         self.attention_model = with_attention(model)
         encoders = [layer for layer in model.layers if isinstance(layer, PatchEncoder)]
         blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
@@ -77,6 +96,7 @@ class Predictor:
         if self.per_image:
             mean = np.full(3, mean.mean())
         self.baseline_pixel = np.rint(mean * 255.0).astype(np.uint8)
+        self.mirror_order = mirror_token_order(self.grid_size, self.has_class_token)
 
         batch = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
         single = tf.TensorSpec((1, self.image_size, self.image_size, 3), tf.uint8)
@@ -137,16 +157,41 @@ class Predictor:
     def _softmax(self, logits):
         return tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
 
+    def _views(self, images):
+        """The batch the network runs on: the images, then (flip) their mirrors."""
+        pixels = tf.cast(images, tf.float32)
+        if self.test_time_flip:
+            pixels = tf.concat([pixels, tf.reverse(pixels, axis=[2])], axis=0)
+        return pixels
+
+    def _merge(self, per_view):
+        """(V*B, ...) per-view logits -> (B, ...): the mean over the views."""
+        if not self.test_time_flip:
+            return per_view
+        upright, mirror = tf.split(per_view, 2, axis=0)
+        return (upright + mirror) / 2
+
+    def _merge_tokens(self, per_view):
+        """(V*B, h, T, T) per-view attention (or its gradient) -> (B, h, T, T): the
+        mirror view's rows and columns back in upright token order, then the mean."""
+        if not self.test_time_flip:
+            return per_view
+        upright, mirror = tf.split(per_view, 2, axis=0)
+        order = tf.constant(self.mirror_order)
+        mirror = tf.gather(tf.gather(mirror, order, axis=-2), order, axis=-1)
+        return (upright + mirror) / 2
+
     def _forward_fn(self, images):
-        outputs = self.attention_model(tf.cast(images, tf.float32), training=False)
-        return (self._softmax(outputs["logits"]),
-                tf.stack(outputs["attention"], axis=1))  # (B, blocks, h, T, T)
+        outputs = self.attention_model(self._views(images), training=False)
+        attention = [self._merge_tokens(a) for a in outputs["attention"]]
+        return (self._softmax(self._merge(outputs["logits"])),
+                tf.stack(attention, axis=1))  # (B, blocks, h, T, T)
 
     def _probabilities_fn(self, images):
-        return self._softmax(self.model(tf.cast(images, tf.float32), training=False))
+        return self._softmax(self._merge(self.model(self._views(images), training=False)))
 
     def _gradients_fn(self, image, class_index):
-        pixels = tf.cast(image, tf.float32)
+        pixels = self._views(image)
         with tf.GradientTape() as tape:
             # Watched before the forward pass, so every op that consumes the attention
             # is recorded; watching the attention afterwards would come too late once
@@ -154,15 +199,18 @@ class Predictor:
             tape.watch(pixels)
             outputs = self.attention_model(pixels, training=False)
             attention = outputs["attention"]
-            logits = outputs["logits"][0]
+            logits = self._merge(outputs["logits"])[0]
             # class_index -1 means "the top-1 class", decided inside the same program.
             chosen = tf.where(class_index < 0, tf.argmax(logits, output_type=tf.int32),
                               class_index)
             logit = tf.gather(logits, chosen)
-        grads = tape.gradient(logit, attention)
+        # With the flip, d(mean logit)/d(each view's attention) is half that view's
+        # own gradient; merging averages again, so x2 keeps the one-view scale.
+        scale = 2.0 if self.test_time_flip else 1.0
+        grads = [self._merge_tokens(g)[0] * scale for g in tape.gradient(logit, attention)]
         probs = self._softmax(logits)
-        return (probs, tf.stack([a[0] for a in attention]),  # (blocks, h, T, T)
-                tf.stack([g[0] for g in grads]), chosen)
+        return (probs, tf.stack([self._merge_tokens(a)[0] for a in attention]),  # (blocks, h, T, T)
+                tf.stack(grads), chosen)
 
     def predict(self, images) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities (B, classes) and per-block attention [(B, h, T, T)]."""

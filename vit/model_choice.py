@@ -37,6 +37,7 @@ class ModelInfo:
     # sure") and the held-out accuracy below / above it
     not_sure: dict | None = None
     faithfulness: dict | None = None  # faithfulness.json: dataset-level map scores
+    test_time_flip: bool = False  # classify by the mean logits of the image and its mirror
 
 
 UNTRAINED_NOTICE = ("No trained weights were found: this model is UNTRAINED and its "
@@ -96,7 +97,8 @@ def describe_folder(model, folder: str, spec: str | None, notice: str | None):
                      test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
                      notice=notice, temperature=calibrated.get("temperature", 1.0),
                      not_sure=calibrated.get("not_sure"),
-                     faithfulness=faithfulness)
+                     faithfulness=faithfulness,
+                     test_time_flip=model_folder.test_time_flip(folder))
     if metrics.get("in_training"):
         info.progress = (f"training checkpoint after {metrics.get('epochs')} of "
                          f"{metrics.get('epochs_planned')} epochs")

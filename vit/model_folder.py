@@ -127,6 +127,17 @@ def read_lineage(folder: str) -> dict:
                                           for row in history]}
 
 
+def test_time_flip(folder: str) -> bool:
+    """Whether the folder's model classifies by the mean of the image's and its
+    mirror's logits (config.test_time_flip in metrics.json; older folders: no)."""
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        config = json.load(f).get("config") or {}
+    return bool((config.get("architecture") or config).get("test_time_flip", False))
+
+
 def epochs_before(parent: dict | None) -> int:
     """Epochs trained before a fine-tuning stage began (0 without a parent)."""
     return sum(st.get("epochs", 0) for st in (parent or {}).get("stages", []))
