@@ -20,7 +20,9 @@ UNTRAINED_WARNING = (
     "!! Speed numbers are representative of that preset; accuracy is NOT.\n" + "!" * 78 + "\n")
 
 
-def add_model_args(parser, data: bool = False) -> None:
+def add_model_args(parser, data: bool = False, flip: bool = True) -> None:
+    """--model, --data-dir (data=True), --test-time-flip (flip=True: scripts that
+    classify themselves; those that go through the app follow the folder) and --smoke."""
     parser.add_argument("--model", default=None, metavar="FOLDER",
                         help="model folder (default: the bundled weights; if there are "
                              "none, an untrained `compact` model, with a warning)")
@@ -28,9 +30,12 @@ def add_model_args(parser, data: bool = False) -> None:
         parser.add_argument("--data-dir", default=default_data_dir(),
                             help="extracted cifar-100-python folder "
                                  "(default: $CIFAR100_DIR, else ../shared/data/cifar100)")
-    parser.add_argument("--test-time-flip", choices=("folder", "on", "off"), default="folder",
-                        help="classify by the mean logits of each image and its mirror: as "
-                             "the model folder says (default, what the app does), or force it")
+    if flip:
+        parser.add_argument("--test-time-flip", choices=("folder", "on", "off"),
+                            default="folder",
+                            help="classify by the mean logits of each image and its mirror: "
+                                 "as the model folder says (default, what the app does), "
+                                 "or force it")
     parser.add_argument("--smoke", action="store_true",
                         help="a very short run that only checks the script works")
 
@@ -52,14 +57,14 @@ def chosen_folder(folder: str | None) -> str | None:
     return folders.BUNDLED_DIR if folders.bundled_available() else None
 
 
-def test_time_flip(args) -> bool:
+def flip_setting(args) -> bool:
     """The --test-time-flip choice, resolved against the chosen model folder."""
     from vit import model_folder as folders
 
     if args.test_time_flip != "folder":
         return args.test_time_flip == "on"
     chosen = chosen_folder(args.model)
-    return bool(chosen) and folders.test_time_flip(chosen)
+    return bool(chosen) and folders.uses_test_time_flip(chosen)
 
 
 def load_model(folder: str | None):

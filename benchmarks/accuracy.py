@@ -5,8 +5,9 @@
     python benchmarks/accuracy.py --smoke                                 # quick check
 
 Measures top-1 / top-5 on the 10,000 CIFAR-100 test images (batched
-model.predict, over the image and its mirror when the folder's test-time flip
-is on, as the app classifies; --test-time-flip on|off forces it), per-class accuracy (best and worst 5 classes) and the 10
+model.predict, over the image and its mirror when the folder's test-time
+flip is on, as the app classifies; --test-time-flip on|off forces it),
+per-class accuracy (best and worst 5 classes) and the 10
 most frequent confusions (true -> predicted).
 
 --uploads re-encodes every test image the way users' files arrive: upscaled
@@ -29,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import add_model_args, chosen_folder, load_model, print_table, test_time_flip
+from _common import add_model_args, chosen_folder, flip_setting, load_model, print_table
 from PIL import Image
 
 UPLOAD_SIDE = 256
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     if folder and os.path.isfile(os.path.join(folder, "labels.json")):
         with open(os.path.join(folder, "labels.json")) as f:
             labels = json.load(f)
-    flip = test_time_flip(args)
+    flip = flip_setting(args)
     print(f"model: {described}\ntest images: {len(x):,}; test-time flip: "
           f"{'on' if flip else 'off'}")
 

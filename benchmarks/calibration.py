@@ -33,7 +33,7 @@ BINS = 15
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(p, data=True)
+    add_model_args(p, data=True, flip=False)
     p.add_argument("--n", type=int, default=10_000, help="test images (default: all)")
     p.add_argument("--clients", type=int, default=4)
     args = p.parse_args(argv)

@@ -34,7 +34,7 @@ import os
 import time
 
 import numpy as np
-from _common import add_model_args, chosen_folder, print_table, test_time_flip
+from _common import add_model_args, chosen_folder, flip_setting, print_table
 
 ROLLOUTS = {f"rollout{'' if f == 'mean' else '_' + f}{'' if d == 0 else '_d0.9'}": (f, d)
             for d in (0.0, 0.9) for f in ("mean", "max", "min")}
@@ -127,9 +127,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {folder}/calibration.json was fitted for other weights; "
                          "re-run scripts/calibrate.py first")
     temperature = calibrated["temperature"] if calibrated else 1.0
-    flip = test_time_flip(args)  # the app's setting unless forced
-    if flip != model_folder.test_time_flip(folder):
-        args.no_save = True  # not how the app serves this folder: never its faithfulness.json
+    flip = flip_setting(args)  # the app's setting unless forced
+    if flip != model_folder.uses_test_time_flip(folder) and not args.no_save:
+        print("note: --test-time-flip differs from the folder's setting, so this is not how "
+              "the app serves it: faithfulness.json is not written", flush=True)
+        args.no_save = True
     pred = Predictor(model, temperature=temperature, test_time_flip=flip)
     keras.utils.set_random_seed(args.seed)
     random_pred = Predictor(keras.models.clone_model(model), temperature=temperature,
@@ -188,6 +190,7 @@ def main(argv=None) -> int:
                                "image is greyed"),
                   "input_norm": "image" if pred.per_image else "dataset",
                   "weights_sha256": model_folder.weights_sha256(folder),
+                  "test_time_flip": flip,
                   "class": "top-1, probabilities as the app shows them",
                   "app_default": app_default, "methods": {n: summary[n] for n in ranked}}
         with open(os.path.join(folder, "faithfulness.json"), "w") as f:

@@ -36,7 +36,8 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import add_model_args, default_data_dir, load_model, print_table, test_time_flip
+from _common import (add_model_args, default_data_dir, flip_setting, load_model,
+                     print_table)
 from PIL import Image, ImageEnhance, ImageFilter
 
 SIDE = 128
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
                                      for c in range(100)]))
     x, y = ds.x_test[chosen], ds.y_test[chosen]
     model, described = load_model(args.model)
-    flip = test_time_flip(args)
+    flip = flip_setting(args)
     print(f"model: {described}\ntest images: {len(x):,}, damaged at {SIDE} px, decoded by "
           f"vit.images.prepare; test-time flip: {'on' if flip else 'off'}", flush=True)
     scores = {}

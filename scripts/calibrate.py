@@ -50,8 +50,7 @@ def main(argv=None) -> int:
     if "test_top1" in metrics and abs(top1 - metrics["test_top1"]) > 1e-3:
         print(f"warning: test top-1 is {top1:.4f} here, metrics.json says "
               f"{metrics['test_top1']:.4f}", file=sys.stderr)
-    record = export.calibrate_folder(model, dataset, args.folder, split, logits_test,
-                                     test_time_flip=flip)
+    record = export.calibrate_folder(model, dataset, args.folder, split, logits_test)
     card.write_model_card(args.folder)
     val, test, not_sure = record["validation"], record["test"], record["not_sure"]
     print(f"{args.folder}: temperature {record['temperature']} fitted on the "

@@ -220,6 +220,12 @@ def test_calibration_and_faithfulness_of_other_weights_are_not_applied(tmp_path,
     assert e.info.faithfulness is None
     assert "fitted for other weights" in e.info.notice
     assert "faithfulness.json was measured on other weights" in e.info.notice
+    # the same weights served with the test-time flip: one-view records are another model's
+    config = vit.get_preset("tiny").replace(test_time_flip=True).to_dict()
+    (tmp_path / "metrics.json").write_text(json.dumps({"weights_sha256": sha, "config": config}))
+    e = write(sha)
+    assert e.predictor.test_time_flip and e.predictor.temperature == 1.0
+    assert e.info.faithfulness is None and "another test-time flip" in e.info.notice
 
 
 def test_the_model_folders_test_time_flip_reaches_the_predictor(analyser):

@@ -113,6 +113,12 @@ def test_script_picks_on_validation_and_writes_the_mean(cifar_path, tmp_path):
     one = vit.evaluation.evaluate(model, dataset.x_test, dataset.y_test)
     assert metrics["test_loss"] == pytest.approx(both["test_loss"], abs=1e-5)
     assert metrics["test_loss"] != pytest.approx(one["test_loss"], abs=1e-5)
+    calibrated = json.loads((flip_out / "calibration.json").read_text())
+    assert calibrated["test_time_flip"] is True
+    assert calibrated["test"]["top1"] == pytest.approx(both["test_top1"], abs=1e-4)
+    assert calibrated["test"]["nll_before"] == pytest.approx(both["test_loss"], abs=1e-4)
+    assert calibrated["test"]["nll_before"] != pytest.approx(one["test_loss"], abs=1e-4)
+    assert metrics["val_top1"] == pytest.approx(metrics["averaging_val_top1"]["1"], abs=1e-4)
     assert "Test-time flip" in (flip_out / "README.md").read_text()
     assert "model(pixels[:, :, ::-1])" in (flip_out / "README.md").read_text()
     _, info = describe_folder(model, str(flip_out), None, None)

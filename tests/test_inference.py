@@ -184,9 +184,32 @@ def test_mirror_token_order_flips_columns_and_keeps_the_class_token():
     assert order[order].tolist() == list(range(17))  # its own inverse
 
 
-def test_test_time_flip_is_the_mean_of_the_two_views(model, images):
+def test_mirror_token_order_is_where_each_patch_lands():
+    """The patch tokenizer's layout: in the mirror image, token order[i] holds
+    token i's patch (mirrored within the patch, invisible on a flat patch)."""
+    cells = np.random.default_rng(2).integers(0, 256, (1, 4, 4, 3)).astype("float32")
+    image = np.repeat(np.repeat(cells, 8, axis=1), 8, axis=2)  # 4x4 flat 8-px patches
+    patches = vit.Patches(8)
+    upright = keras.ops.convert_to_numpy(patches(image))
+    mirror = keras.ops.convert_to_numpy(patches(image[:, :, ::-1]))
+    order = mirror_token_order(4, class_token=False)
+    np.testing.assert_array_equal(mirror[:, order], upright)
+    assert not np.array_equal(mirror, upright)
+
+
+# no class token and the conv tokenizer: the other token layouts the flip must handle
+CONV_FLATTEN = vit.get_preset("tiny").replace(
+    tokenizer="conv", conv_channels=(16, 32), projection_dim=32, mlp_units=(64, 32),
+    pooling="flatten", head_units=(64,))
+
+
+@pytest.mark.parametrize("config", [None, CONV_FLATTEN], ids=["tiny", "conv-flatten"])
+def test_test_time_flip_is_the_mean_of_the_two_views(model, images, config):
     """Probabilities from the mean logits of each image and its mirror; the
     mirror's attention and gradients back in upright token order, averaged."""
+    if config is not None:
+        keras.utils.set_random_seed(3)
+        model = vit.build_vit(config)
     flipped = Predictor(model, temperature=1.5, test_time_flip=True)
     views = [images.astype("float32"), images[:, :, ::-1].astype("float32")]
     logits = np.mean([keras.ops.convert_to_numpy(model(v, training=False)) for v in views], 0)

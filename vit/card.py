@@ -12,6 +12,8 @@ import os
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .config import ViTConfig
+
 CITATION = """@techreport{krizhevsky2009learning,
   title  = {Learning Multiple Layers of Features from Tiny Images},
   author = {Krizhevsky, Alex},
@@ -55,8 +57,9 @@ Fine-tuned from `{{ init_from }}`; the epochs and time above are the fine-tuning
 The weights are the mean of the checkpoints after epochs {{ averaged_epochs }}
 (checkpoint averaging, chosen on the held-out validation split).
 {% endif %}{% if test_time_flip %}
-**Test-time flip:** every figure here, and the demo, classifies an image by the mean of
-the logits of it and its left-right mirror image (two forward passes; see Usage).
+**Test-time flip:** the test and validation figures, the calibration and the demo classify
+an image by the mean of the logits of it and its left-right mirror image (two forward
+passes; see Usage). The training curves, measured during training, use one view.
 {% endif %}
 {% if epochs_planned %}
 **Work in progress:** this is the checkpoint after {{ epochs }} of {{ epochs_planned }}
@@ -240,11 +243,6 @@ def _faithfulness_context(record: dict | None) -> dict | None:
                              if m.get("description")]}
 
 
-def _test_time_flip(metrics: dict) -> bool:
-    config = metrics.get("config") or {}
-    return bool((config.get("architecture") or config).get("test_time_flip"))
-
-
 def _confidence_note(record: dict | None) -> str:
     if not record:
         return "Confidences are not calibrated probabilities."
@@ -337,7 +335,7 @@ def build_model_card(metrics: dict, repo_id: str | None = None, has_curves: bool
         origin=(f"`{metrics['stages'][0]['init_from']}`"
                 if (metrics.get("stages") or [{}])[0].get("init_from")
                 else "random initialisation"),
-        test_time_flip=_test_time_flip(metrics),
+        test_time_flip=ViTConfig.from_dict(metrics.get("config") or {}).arch.test_time_flip,
         averaged_epochs="–".join(map(str, metrics["averaged_epochs"]))
         if metrics.get("averaged_epochs") else None,
         calibration=_calibration_context(calibration), has_reliability=has_reliability,

@@ -18,7 +18,7 @@ from . import model_folder
 from .card import write_model_card
 from .config import ViTConfig
 from .data import train_val_split
-from .evaluation import logit_metrics, predict_logits
+from .evaluation import evaluate, logit_metrics, predict_logits
 from .training import checkpoint_precision
 
 
@@ -52,7 +52,7 @@ def plot_curves(history: list[dict], path: str, title: str = "") -> None:
 
 
 def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split: float,
-                     logits_test=None, test_time_flip: bool = False) -> dict | None:
+                     logits_test=None, test_time_flip: bool | None = None) -> dict | None:
     """Fit the temperature on train.py's validation split; write calibration.json
     and reliability.png (test split) into `folder`. Returns the record.
 
@@ -60,9 +60,9 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
     one training.fit held out, so T is fitted on images the model never
     trained on and the test split is only measured. Without a validation split
     there is nothing honest to fit on: prints a note, removes any stale
-    calibration files and returns None. Pass `logits_test` if already computed
-    (with the same `test_time_flip`, which must be the model's own setting:
-    the temperature calibrates the logits the app will divide by it).
+    calibration files and returns None. Pass `logits_test` if already computed.
+    `test_time_flip` defaults to the folder's own setting (its metrics.json):
+    the temperature must calibrate the logits the app will divide by it.
     """
     if not validation_split or validation_split <= 0:
         print("note: validation_split is 0, so no held-out images to fit a temperature on; "
@@ -71,6 +71,8 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
             if os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
         return None
+    if test_time_flip is None:
+        test_time_flip = model_folder.uses_test_time_flip(folder)
     _, (x_val, y_val) = train_val_split(dataset.x_train, dataset.y_train, validation_split)
     logits_val = predict_logits(model, x_val, test_time_flip=test_time_flip)
     if logits_test is None:
@@ -79,6 +81,7 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
         logits_val, y_val, logits_test, dataset.y_test,
         fitted_on=calib.describe_validation(len(y_val), validation_split))
     record["weights_sha256"] = model_folder.weights_sha256(folder)
+    record["test_time_flip"] = bool(test_time_flip)
     calib.write_calibration(folder, record, calib.softmax(logits_test),
                             calib.softmax(logits_test, record["temperature"]), dataset.y_test)
     return record
@@ -129,7 +132,13 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
         **({"init_from": state["init_from"]} if state.get("init_from") else {}),
         **({"stages": stages} if parent else {}),
         "hardware": hardware, "command": command, **extra})
-    if history:
+    if flip and config.recipe.validation_split > 0 and "val_top1" not in extra:
+        # fit()'s validation saw one view; the folder's figures are all two-view
+        _, (x_val, y_val) = train_val_split(dataset.x_train, dataset.y_train,
+                                            config.recipe.validation_split)
+        val = evaluate(model, x_val, y_val, test_time_flip=True)
+        metrics.update({f"val_{k[5:]}": v for k, v in val.items()})
+    elif history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})
     metrics = write_model_folder(model, output_dir, config=config, metrics=metrics,

@@ -63,7 +63,10 @@ class Predictor:
     two-view model: the mirror view's attention and attention gradients are
     put back in the upright token order (the mirror of token (row, col) is
     (row, grid-1-col); the class token stays) and averaged with the upright
-    view's, so every map and distance reads them unchanged.
+    view's, so every map and distance reads them unchanged. The
+    correspondence is exact for the patch tokenizer; for the conv tokenizer
+    it is the best whole-token match (its 3x3/2 max-pools pad one side only,
+    so mirrored receptive fields sit 1-3 px apart on 4 px cells).
     """
 
     def __init__(self, model: keras.Model, warmup: bool = True, temperature: float = 1.0,
@@ -240,7 +243,8 @@ class Predictor:
         """d logit[class_index] / d attention, per block (h, T, T), for one image.
 
         The gradient is taken w.r.t. the softmax probabilities (not the
-        pre-softmax scores), as gradient-weighted rollout expects.
+        pre-softmax scores), as gradient-weighted rollout expects. With the
+        test-time flip: the mean of the two views' own gradients, upright order.
         """
         batch = _as_uint8_batch(image, self.image_size)
         if batch.shape[0] != 1:

@@ -85,20 +85,20 @@ def describe_folder(model, folder: str, spec: str | None, notice: str | None):
         notice = _join(notice, f"{exc}; confidences are uncalibrated.")
     if model_folder.measured_on_other_weights(folder, calibrated):
         calibrated = {}
-        notice = _join(notice, "calibration.json was fitted for other weights; "
-                               "confidences are uncalibrated.")
+        notice = _join(notice, "calibration.json was fitted for other weights (or another "
+                               "test-time flip); confidences are uncalibrated.")
     faithfulness = _read_json(folder, "faithfulness.json", quiet=True)
     if model_folder.measured_on_other_weights(folder, faithfulness):
         faithfulness = None
-        notice = _join(notice, "faithfulness.json was measured on other weights; "
-                               "its scores are not shown.")
+        notice = _join(notice, "faithfulness.json was measured on other weights (or another "
+                               "test-time flip); its scores are not shown.")
     info = ModelInfo(source=source, preset=metrics.get("preset", "?"),
                      parameters=model.count_params(),
                      test_top1=metrics.get("test_top1"), test_top5=metrics.get("test_top5"),
                      notice=notice, temperature=calibrated.get("temperature", 1.0),
                      not_sure=calibrated.get("not_sure"),
                      faithfulness=faithfulness,
-                     test_time_flip=model_folder.test_time_flip(folder))
+                     test_time_flip=model_folder.uses_test_time_flip(folder))
     if metrics.get("in_training"):
         info.progress = (f"training checkpoint after {metrics.get('epochs')} of "
                          f"{metrics.get('epochs_planned')} epochs")

@@ -7,8 +7,8 @@ the training lineage), history.csv, and the paperwork `vit.export` adds
 (curves, calibration, model card). This module names the files, writes the
 model part, verifies a folder before Keras touches it (so a truncated download
 fails with a message naming the file instead of an h5py traceback), loads it
-and reads its lineage. It imports nothing else from `vit`, so training,
-export, the Hub client and the app can all depend on it.
+and reads its lineage. It imports nothing from `vit` but the config, so
+training, export, the Hub client and the app can all depend on it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import shutil
 
 import keras
+
+from .config import ViTConfig
 
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "weights")
 WEIGHTS_FILE = "model.weights.h5"
@@ -45,15 +47,17 @@ def weights_sha256(folder: str) -> str | None:
     return sha256_file(path) if os.path.isfile(path) else None
 
 
-# Measurements of the weights, each stamped with the weights' sha256, and the
-# files that belong to them (removed together).
+# Measurements of the weights, each stamped with the weights' sha256 (and the
+# test-time flip they were measured with), and the files that belong to them
+# (removed together).
 DERIVED_FILES = {"calibration.json": ("reliability.png",), "faithfulness.json": ()}
 
 
 def measured_on_other_weights(folder: str, record: dict | None) -> bool:
     """Whether a derived record (calibration.json, faithfulness.json) names
-    other weights than the folder's. Unstamped records predate stamping and
-    are trusted; write_model_folder removes them when the weights change."""
+    other weights than the folder's, or another test-time flip setting (one
+    view against two is another model). Unstamped records predate stamping
+    and are trusted; write_model_folder removes them when the model changes."""
     stamp = (record or {}).get("weights_sha256")
     if not stamp:
         return False
@@ -61,21 +65,25 @@ def measured_on_other_weights(folder: str, record: dict | None) -> bool:
     if os.path.isfile(os.path.join(folder, METRICS_FILE)):
         with open(os.path.join(folder, METRICS_FILE)) as f:
             metrics = json.load(f)
-    return stamp != (metrics.get("weights_sha256") or weights_sha256(folder))
+    flip = ViTConfig.from_dict(metrics.get("config") or {}).arch.test_time_flip
+    return (stamp != (metrics.get("weights_sha256") or weights_sha256(folder))
+            or bool(record.get("test_time_flip", False)) != flip)
 
 
-def _remove_stale_derived_files(folder: str, sha: str) -> None:
-    """New weights: measurements of other weights (or unstamped ones) go."""
+def _remove_stale_derived_files(folder: str, sha: str, flip: bool) -> None:
+    """New model: measurements of other weights or another test-time flip
+    (or unstamped ones) go."""
     for name, companions in DERIVED_FILES.items():
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             continue
         try:
             with open(path) as f:
-                stamp = json.load(f).get("weights_sha256")
+                record = json.load(f)
+            stamp = (record.get("weights_sha256"), bool(record.get("test_time_flip", False)))
         except (OSError, ValueError, AttributeError):
             stamp = None
-        if stamp != sha:
+        if stamp != (sha, flip):
             for stale in (name, *companions):
                 if os.path.isfile(os.path.join(folder, stale)):
                     os.remove(os.path.join(folder, stale))
@@ -127,15 +135,14 @@ def read_lineage(folder: str) -> dict:
                                           for row in history]}
 
 
-def test_time_flip(folder: str) -> bool:
+def uses_test_time_flip(folder: str) -> bool:
     """Whether the folder's model classifies by the mean of the image's and its
     mirror's logits (config.test_time_flip in metrics.json; older folders: no)."""
     path = os.path.join(folder, "metrics.json")
     if not os.path.isfile(path):
         return False
     with open(path) as f:
-        config = json.load(f).get("config") or {}
-    return bool((config.get("architecture") or config).get("test_time_flip", False))
+        return ViTConfig.from_dict(json.load(f).get("config") or {}).arch.test_time_flip
 
 
 def epochs_before(parent: dict | None) -> int:
@@ -182,7 +189,8 @@ def write_model_folder(model: keras.Model, output_dir: str, *, config, metrics: 
     metrics = {**metrics, "config": config.to_dict(),
                "parameters": int(model.count_params()),
                "weights_sha256": sha256_file(os.path.join(output_dir, WEIGHTS_FILE))}
-    _remove_stale_derived_files(output_dir, metrics["weights_sha256"])
+    _remove_stale_derived_files(output_dir, metrics["weights_sha256"],
+                                config.arch.test_time_flip)
     with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     with open(os.path.join(output_dir, LABELS_FILE), "w") as f:
