@@ -11,11 +11,6 @@ import keras
 import numpy as np
 
 
-def mirrored(x) -> np.ndarray:
-    """Images (B, H, W, C) flipped left-right: the second view of the test-time flip."""
-    return np.asarray(x)[:, :, ::-1]
-
-
 def predict_logits(model: keras.Model, x, batch_size: int = 256,
                    test_time_flip: bool = False) -> np.ndarray:
     """Logits for raw pixels, in batches (no augmentation, inference mode).
@@ -29,7 +24,8 @@ def predict_logits(model: keras.Model, x, batch_size: int = 256,
     x = np.asarray(x, np.float32)
     logits = model.predict(x, batch_size=batch_size, verbose=0)
     if test_time_flip:
-        logits = (logits + model.predict(mirrored(x), batch_size=batch_size, verbose=0)) / 2
+        mirror = x[:, :, ::-1]  # (B, H, W, C) flipped left-right
+        logits = (logits + model.predict(mirror, batch_size=batch_size, verbose=0)) / 2
     return logits
 
 

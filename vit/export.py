@@ -18,7 +18,7 @@ from . import model_folder
 from .card import write_model_card
 from .config import ViTConfig
 from .data import train_val_split
-from .evaluation import evaluate, logit_metrics, predict_logits
+from .evaluation import logit_metrics, predict_logits
 from .training import checkpoint_precision
 
 
@@ -52,7 +52,8 @@ def plot_curves(history: list[dict], path: str, title: str = "") -> None:
 
 
 def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split: float,
-                     logits_test=None, test_time_flip: bool | None = None) -> dict | None:
+                     logits_test=None, test_time_flip: bool | None = None,
+                     logits_val=None) -> dict | None:
     """Fit the temperature on train.py's validation split; write calibration.json
     and reliability.png (test split) into `folder`. Returns the record.
 
@@ -60,7 +61,8 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
     one training.fit held out, so T is fitted on images the model never
     trained on and the test split is only measured. Without a validation split
     there is nothing honest to fit on: prints a note, removes any stale
-    calibration files and returns None. Pass `logits_test` if already computed.
+    calibration files and returns None. Pass `logits_test` / `logits_val` if
+    already computed (with the same test-time flip).
     `test_time_flip` defaults to the folder's own setting (its metrics.json):
     the temperature must calibrate the logits the app will divide by it.
     """
@@ -74,7 +76,8 @@ def calibrate_folder(model: keras.Model, dataset, folder: str, validation_split:
     if test_time_flip is None:
         test_time_flip = model_folder.uses_test_time_flip(folder)
     _, (x_val, y_val) = train_val_split(dataset.x_train, dataset.y_train, validation_split)
-    logits_val = predict_logits(model, x_val, test_time_flip=test_time_flip)
+    if logits_val is None:
+        logits_val = predict_logits(model, x_val, test_time_flip=test_time_flip)
     if logits_test is None:
         logits_test = predict_logits(model, dataset.x_test, test_time_flip=test_time_flip)
     record = calib.calibrate(
@@ -132,12 +135,13 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
         **({"init_from": state["init_from"]} if state.get("init_from") else {}),
         **({"stages": stages} if parent else {}),
         "hardware": hardware, "command": command, **extra})
+    logits_val = None
     if flip and config.recipe.validation_split > 0 and "val_top1" not in extra:
         # fit()'s validation saw one view; the folder's figures are all two-view
         _, (x_val, y_val) = train_val_split(dataset.x_train, dataset.y_train,
                                             config.recipe.validation_split)
-        val = evaluate(model, x_val, y_val, test_time_flip=True)
-        metrics.update({f"val_{k[5:]}": v for k, v in val.items()})
+        logits_val = predict_logits(model, x_val, test_time_flip=True)  # calibration too
+        metrics.update({f"val_{k[5:]}": v for k, v in logit_metrics(logits_val, y_val).items()})
     elif history:
         metrics.update({k: history[-1][k] for k in ("val_top1", "val_top5", "val_loss")
                         if k in history[-1] and k not in extra})
@@ -145,7 +149,7 @@ def export_run(model: keras.Model, state: dict, dataset, output_dir: str, *, pre
                                  history=history, label_names=dataset.label_names)
     # after the weights are written: calibration.json records their sha256
     calibrate_folder(model, dataset, output_dir, config.recipe.validation_split, logits_test,
-                     test_time_flip=flip)
+                     test_time_flip=flip, logits_val=logits_val)
     write_model_card(output_dir)  # again: the Calibration section follows the new record
     return metrics
 

@@ -58,16 +58,24 @@ def measured_on_other_weights(folder: str, record: dict | None) -> bool:
     other weights than the folder's, or another test-time flip setting (one
     view against two is another model). Unstamped records predate stamping
     and are trusted; write_model_folder removes them when the model changes."""
-    stamp = (record or {}).get("weights_sha256")
-    if not stamp:
+    if not (record or {}).get("weights_sha256"):
         return False
     metrics = {}
     if os.path.isfile(os.path.join(folder, METRICS_FILE)):
         with open(os.path.join(folder, METRICS_FILE)) as f:
             metrics = json.load(f)
-    flip = ViTConfig.from_dict(metrics.get("config") or {}).arch.test_time_flip
-    return (stamp != (metrics.get("weights_sha256") or weights_sha256(folder))
-            or bool(record.get("test_time_flip", False)) != flip)
+    return _stamp(record) != (metrics.get("weights_sha256") or weights_sha256(folder),
+                              _config_flip(metrics))
+
+
+def _stamp(record: dict) -> tuple:
+    """The model a derived record was measured on: (weights sha256, test-time flip)."""
+    return record.get("weights_sha256"), bool(record.get("test_time_flip", False))
+
+
+def _config_flip(metrics: dict) -> bool:
+    """The test-time flip a folder's metrics.json config sets (older folders: off)."""
+    return ViTConfig.from_dict(metrics.get("config") or {}).arch.test_time_flip
 
 
 def _remove_stale_derived_files(folder: str, sha: str, flip: bool) -> None:
@@ -79,8 +87,7 @@ def _remove_stale_derived_files(folder: str, sha: str, flip: bool) -> None:
             continue
         try:
             with open(path) as f:
-                record = json.load(f)
-            stamp = (record.get("weights_sha256"), bool(record.get("test_time_flip", False)))
+                stamp = _stamp(json.load(f))
         except (OSError, ValueError, AttributeError):
             stamp = None
         if stamp != (sha, flip):
@@ -142,7 +149,7 @@ def uses_test_time_flip(folder: str) -> bool:
     if not os.path.isfile(path):
         return False
     with open(path) as f:
-        return ViTConfig.from_dict(json.load(f).get("config") or {}).arch.test_time_flip
+        return _config_flip(json.load(f))
 
 
 def epochs_before(parent: dict | None) -> int:
