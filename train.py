@@ -148,13 +148,17 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    model, state = training.fit(
-        config, dataset, output_dir, seed=args.seed, resume=args.resume,
-        limit_train=args.limit_train, jit=args.jit, mixed_precision=args.mixed_precision,
-        strategy=strategy,
-        verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
-        init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints,
-        preset=args.preset)
+    try:
+        model, state = training.fit(
+            config, dataset, output_dir, seed=args.seed, resume=args.resume,
+            limit_train=args.limit_train, jit=args.jit, mixed_precision=args.mixed_precision,
+            strategy=strategy,
+            verbose="auto" if sys.stdout.isatty() else 2, init_from=init_from,
+            init_name=args.init_from, command=command, keep_checkpoints=args.keep_checkpoints,
+            preset=args.preset)
+    except training.ExistingRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if distribute.is_multi_worker(strategy):
         print(f"{distribute.task_name(strategy)}: final weights sha256 "
               f"{distribute.weights_digest(model)}")

@@ -48,6 +48,12 @@ def test_cli_writes_complete_model_folder(cifar_path, cifar, tmp_path):
     assert reloaded["test_top1"] == pytest.approx(metrics["test_top1"], abs=1e-4)
     assert reloaded["test_top5"] == pytest.approx(metrics["test_top5"], abs=1e-4)
 
+    # the same command again, without --resume, must not start over on top of this run
+    again = subprocess.run(result.args, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2
+    assert "already holds a run" in again.stderr and "--resume" in again.stderr
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
 
 def test_cli_without_data_offline_prints_one_line(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "k"),

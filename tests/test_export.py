@@ -245,3 +245,20 @@ def test_bundling_a_finished_run_copies_calibration_and_faithfulness(tiny, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("calibration.json", "reliability.png", "faithfulness.json", "README.md"):
         assert (tmp_path / "bundle" / name).read_bytes() == (run / name).read_bytes(), name
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755  # readable by a server's user
+
+
+def test_bundling_a_bad_run_leaves_the_bundle_untouched(tiny, tmp_path):
+    bundle = tmp_path / "bundle"
+    _export(tiny, bundle, 1, 1.0, "python train.py --preset tiny")
+    def contents():
+        return {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+
+    before = contents()
+    for run in (tmp_path / "no-such-run", bundle):  # a typo; the bundle itself
+        result = subprocess.run([sys.executable, "scripts/bundle_weights.py", str(run),
+                                 "--to", str(bundle)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "error:" in result.stderr, result.stderr[-2000:]
+        assert contents() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left behind

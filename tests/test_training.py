@@ -127,6 +127,16 @@ def test_checkpoint_from_before_settings_resumes(cifar, tmp_path, capsys):
     assert saved["epoch"] == 2 and saved["settings"]["keep_checkpoints"] == 1
 
 
+def test_a_new_run_never_overwrites_a_checkpoint(cifar, tmp_path, capsys):
+    config = vit.get_preset("tiny").replace(epochs=1)
+    training.fit(config, cifar, str(tmp_path), resume=True, limit_train=256, verbose=0)
+    assert "no checkpoint in" in capsys.readouterr().out  # nothing to resume: a new run
+    before = {p: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()}
+    with pytest.raises(training.ExistingRunError, match="add --resume"):
+        training.fit(config.replace(epochs=2), cifar, str(tmp_path), limit_train=256, verbose=0)
+    assert {p: p.read_bytes() for p in (tmp_path / "checkpoint").iterdir()} == before
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Keras' own "ran out of data" warning
 def test_an_epoch_that_runs_out_of_data_is_not_saved(tmp_path):
     config = vit.get_preset("tiny")

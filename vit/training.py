@@ -198,6 +198,10 @@ def load_checkpoint(directory: str):
     return model, state
 
 
+class ExistingRunError(ValueError):
+    """The output folder already holds a run's checkpoint and --resume was not given."""
+
+
 # How a run trains, beyond its config: a resume takes them from the checkpoint.
 RUN_SETTINGS = ("limit_train", "jit", "mixed_precision", "keep_checkpoints")
 
@@ -236,7 +240,8 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     (folder.read_lineage), so a run exported mid-training can say what made it.
     keep_checkpoints: how many of the latest epoch checkpoints stay on disk
     (default 1, or what the checkpoint says when resuming).
-    A resume continues with the checkpoint's config, preset name, seed,
+    A checkpoint already in output_dir is never overwritten by a new run
+    (ExistingRunError unless resume). A resume continues with the checkpoint's config, preset name, seed,
     limit_train, jit and mixed precision whatever the arguments say, so that
     the data, the schedule and the numerics stay those of the run being resumed.
     Mixed precision is Keras' global policy: it stays set after fit returns.
@@ -259,9 +264,16 @@ def fit(config: ViTConfig, dataset: vdata.Cifar100, output_dir: str, *, seed: in
     multi_worker, chief = distribute.is_multi_worker(dist), distribute.is_chief(dist)
     asked = {"limit_train": limit_train, "jit": jit, "mixed_precision": mixed_precision,
              "keep_checkpoints": keep_checkpoints}
-    state = read_checkpoint_state(ckpt_dir) if resume and chief else None
+    state = read_checkpoint_state(ckpt_dir) if chief else None
     if multi_worker:  # the chief's checkpoint decides, on every worker
         state = distribute.broadcast_json(dist, state)
+    if not resume and state is not None:
+        # a new run here would delete the old run's epoch checkpoints as it saves its own
+        raise ExistingRunError(
+            f"{output_dir} already holds a run (checkpoint after epoch {state['epoch']}): "
+            "add --resume to continue it, or choose another --output-dir")
+    if resume and state is None:
+        print(f"note: no checkpoint in {ckpt_dir}: starting a new run")
     if state is not None:
         settings = _resumed_settings(state, asked)
         saved = ViTConfig.from_dict(state["config"])
