@@ -246,7 +246,8 @@ CSS = """
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=os.environ.get("MODEL_REPO") or None,
-                   help="USER/REPO[@revision] or a local model folder (default: bundled)")
+                   help="USER/REPO[@revision] (or hf://USER/REPO) or a local model folder "
+                        "(default: bundled)")
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link")
     p.add_argument("--host", default=None, help="default: $GRADIO_SERVER_NAME or 127.0.0.1")
     p.add_argument("--port", type=int, default=None,

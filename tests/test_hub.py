@@ -78,6 +78,26 @@ def test_train_push_pull_identical_predictions(hub, trained, env, cifar_path):
     assert not hub.unknown
 
 
+def test_a_mistyped_local_path_is_not_taken_for_a_hub_repo(hub, env, tmp_path):
+    out = run_client('''
+        os.chdir(sys.argv[1])
+        os.makedirs("runs")  # runs/compact does not exist (yet): a typo, not user "runs"
+        fallback = make_folder(os.path.join(sys.argv[1], "bundled"))
+        folder, notice = hub.resolve_model("runs/compact", fallback=fallback)
+        try:
+            hub.resolve_model("runs/compact", strict=True)
+            strict = None
+        except hub.HubError as exc:
+            strict = str(exc)
+        result({"folder": folder, "notice": notice, "strict": strict,
+                "explicit": hub.parse_spec("hf://runs/compact@v1")})
+    ''', env, tmp_path)
+    assert out["folder"] == str(tmp_path / "bundled")
+    assert out["notice"].startswith("no model folder 'runs/compact' (runs/ is a local folder")
+    assert "hf://USER/REPO" in out["strict"]
+    assert out["explicit"] == ["runs/compact", "v1"]  # hf:// always means the Hub
+
+
 # ---------------------------------------------------------------- (b) pinned revisions
 def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
     out = run_client('''
@@ -93,7 +113,8 @@ def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
         HfApi().create_tag("user/pinned", tag="v1", revision=first.oid)
         seen = {}
         for spec in [f"user/pinned@{first.oid}", "user/pinned@v1", "user/pinned", f"user/pinned@{second.oid}",
-                     "user/missing", "user/pinned@" + "0" * 40, "user/pinned@no-such-branch"]:
+                     "user/missing", "user/pinned@" + "0" * 40, "user/pinned@no-such-branch",
+                     "hf://user/pinned@v1"]:
             folder, notice = hub.resolve_model(spec, fallback=work)
             with open(os.path.join(folder, "labels.json")) as f:
                 seen[spec] = {"folder": folder, "notice": notice, "label0": json.load(f)[0]}
@@ -108,6 +129,7 @@ def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
     assert pinned["notice"] is None and pinned["label0"] == "class_0"
     assert pinned["folder"].endswith(first)
     assert seen["user/pinned@v1"]["label0"] == "class_0" and seen["user/pinned@v1"]["notice"] is None
+    assert seen["hf://user/pinned@v1"] == seen["user/pinned@v1"]  # Keras' spelling of the same repo
     assert seen["user/pinned"]["label0"] == "changed-label" and seen["user/pinned"]["notice"] is None
     assert seen[f"user/pinned@{second}"]["folder"] == seen["user/pinned"]["folder"]
     # missing repo / revision: the fallback folder and a notice saying why

@@ -124,10 +124,21 @@ def push_model_folder(folder: str, repo_id: str, *, private: bool = False, token
 
 # ---------------------------------------------------------------- pull
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """"USER/REPO@rev" -> ("USER/REPO", "rev"); "USER/REPO" -> ("USER/REPO", None)."""
-    repo_id, _, revision = spec.strip().partition("@")
+    """"USER/REPO@rev" -> ("USER/REPO", "rev"); "USER/REPO" -> ("USER/REPO", None).
+
+    "hf://USER/REPO" (Keras' spelling) is always the Hub; a bare USER/REPO whose
+    USER is a local folder is taken for a mistyped path, not a repo.
+    """
+    spec = spec.strip()
+    explicit = spec.startswith("hf://")
+    repo_id, _, revision = spec.removeprefix("hf://").partition("@")
     if not _REPO_ID.match(repo_id) or ".." in repo_id or (_ and not revision):
         raise ValueError(f"{spec!r} is neither a local model folder nor USER/REPO[@revision]")
+    owner = repo_id.split("/")[0]
+    if not explicit and os.path.isdir(owner):  # e.g. runs/compact before that run exists: a mistyped path
+        raise ValueError(f"no model folder {spec!r} ({owner}/ is a local folder, so it is not "
+                         "read as a Hub repo; write hf://USER/REPO for the Hub)")
+    return repo_id, revision or None
     return repo_id, revision or None
 
 
