@@ -23,15 +23,36 @@ def test_offline_without_data_dir_is_a_one_line_error(monkeypatch, tmp_path):
 
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
 
-    def offline():
+    def offline(**kwargs):
         raise Exception("URL fetch failure on https://example: None -- [Errno -3] "
                         "Temporary failure in name resolution\nmore detail")
 
-    monkeypatch.setattr(keras.datasets.cifar100, "load_data", offline)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(data.DataUnavailableError) as err:
         data.load_cifar100()
     message = str(err.value)
     assert "\n" not in message and "--data-dir" in message and "name resolution" in message
+
+
+def test_download_is_read_where_keras_put_it(monkeypatch, tmp_path):
+    """Keras may cache under $KERAS_HOME, ~/.keras or /tmp/.keras: read what get_file returns."""
+    import keras
+    from tests.cifar_layout import write_cifar100_layout
+
+    monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+    extracted = tmp_path / "somewhere" / "cifar-100-python-target"
+    write_cifar100_layout(str(extracted / "cifar-100-python"), train_per_class=2, test_per_class=1)
+    asked = {}
+
+    def cached(**kwargs):
+        asked.update(kwargs)
+        return str(extracted)
+
+    monkeypatch.setattr(keras.utils, "get_file", cached)
+    loaded = data.load_cifar100()
+    assert asked["origin"] == data.CIFAR100_URL and asked["extract"]
+    assert asked["file_hash"] == data.CIFAR100_SHA256
+    assert loaded.x_test.shape[1:] == (32, 32, 3) and len(loaded.label_names) == 100
 
 
 def test_folder_without_pickles_is_rejected(tmp_path):

@@ -19,6 +19,9 @@ from vit import augment as aug
 from vit.config import AUGMENT_POLICIES
 
 ENV_DATA_DIR = "CIFAR100_DIR"
+# the archive keras.datasets.cifar100 downloads, and its sha256 as Keras checks it
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_SHA256 = "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"
 
 # The 100 fine label names, in label order (as in the dataset's `meta` file),
 # for models that come without a labels.json.
@@ -102,15 +105,16 @@ def load_cifar100(data_dir: str | None = None) -> Cifar100:
     import keras
 
     try:
-        keras.datasets.cifar100.load_data()  # downloads + extracts into the Keras cache
+        # what keras.datasets.cifar100.load_data fetches, but keeping the path Keras chose
+        # (~/.keras, $KERAS_HOME, or /tmp/.keras when home is read-only) and reading once
+        cache = keras.utils.get_file(fname="cifar-100-python-target", origin=CIFAR100_URL,
+                                     extract=True, file_hash=CIFAR100_SHA256)
     except Exception as exc:  # noqa: BLE001 - urllib/socket errors vary by platform
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DataUnavailableError(
             f"could not download CIFAR-100 ({reason}); pass --data-dir DIR (or set {ENV_DATA_DIR}) "
             "pointing at an extracted cifar-100-python folder") from None
-    cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")),
-                         "datasets", "cifar-100-python-target", "cifar-100-python")
-    return read_cifar100_dir(cache)
+    return read_cifar100_dir(os.path.join(cache, "cifar-100-python"))
 
 
 def train_val_split(x, y, validation_split: float, seed: int = 0):
