@@ -32,7 +32,8 @@ EXAMPLES = sorted(p for p in glob.glob(os.path.join(HERE, "examples", "*"))
                   if p.lower().endswith(EXAMPLE_TYPES))
 # Output images as PNG: Gradio's default, lossy WebP, smears the pixelated
 # 32x32 view (up to 54 levels off) and the maps' colours.
-SHOWN = dict(interactive=False, format="png")
+# (no "share" button: it posts to a Space's discussions, and its icon hides the titles)
+SHOWN = dict(interactive=False, format="png", buttons=["download", "fullscreen"])
 PNG_LEVEL = 1  # zlib level: 3.5 ms per 320 px map instead of 12.5 ms at the default 6
 MAX_FILE_SIZE = images.MAX_UPLOAD_BYTES
 
@@ -60,7 +61,8 @@ def lossless(handler):
 
     Pillow reads save() options from `image.encoderinfo`, so Gradio's own
     PNG encoding uses PNG_LEVEL; pictures are (H, W, 3) uint8 arrays, alone,
-    in the returned tuple, or first in (picture, caption) gallery items.
+    in the returned tuple, in gr.update(value=...), or first in (picture,
+    caption) gallery items.
     """
     def convert(value):
         if isinstance(value, np.ndarray) and value.ndim == 3 and value.dtype == np.uint8:
@@ -71,6 +73,8 @@ def lossless(handler):
             return tuple(convert(v) for v in value)
         if isinstance(value, list):
             return [convert(v) for v in value]
+        if isinstance(value, dict):  # gr.update(value=picture, label=...)
+            return {k: convert(v) for k, v in value.items()}
         return value
 
     @functools.wraps(handler)
@@ -110,18 +114,27 @@ def build_demo(analyser: Analyser) -> gr.Blocks:
         try:
             page = handlers.new_upload(analyser, source, fusion, discard, block, head)
         except handlers.UserError as exc:
-            # Say why, and clear the previous image's maps so nothing stale is shown.
-            gr.Warning(str(exc), title=exc.title)
-            return cleared
+            # Say why where it stays visible (a toast fades), and clear the previous
+            # image's results so nothing stale is shown.
+            return (*cleared[:2], gr.update(value=f"⚠️ **{exc.title}.** {exc}", visible=True),
+                    *cleared[3:])
         return (page.analysis, page.top5, gr.update(value=page.unsure,
                                                     visible=bool(page.unsure)),
                 page.patch, page.model_view, gr.update(value=page.class_name),
-                page.distance_plot, *page.maps)
+                page.distance_plot, *labelled(page.maps, fusion, discard, block, head))
+
+    def labelled(pictures, fusion, discard, block, head):
+        """The maps with titles that quote the score of the settings they were drawn at."""
+        titles = handlers.map_labels(analyser, fusion, discard, block, head)
+        return [gr.update(value=p, label=t) for p, t in zip(pictures, titles)] + \
+            list(pictures[len(titles):])
 
     @lossless
     def on_controls(a, patch, fusion, discard, block, head, class_name):
-        return blank if a is None else handlers.render(analyser, a, patch, fusion, discard,
-                                                       block, head, class_name)
+        if a is None:
+            return blank
+        return labelled(handlers.render(analyser, a, patch, fusion, discard, block, head,
+                                        class_name), fusion, discard, block, head)
 
     @lossless
     def on_select(a, block, head, fusion, evt: gr.SelectData):
@@ -168,9 +181,10 @@ def build_demo(analyser: Analyser) -> gr.Blocks:
                                          elem_classes=["notice"])
                     seen = gr.Image(label="What the model sees (32×32) — click a patch",
                                     height=340, elem_id="seen", **SHOWN)
+            titles = handlers.map_labels(analyser, "mean", 0.0, pred.num_blocks, ALL_HEADS)
             with gr.Row():
-                lead_imgs = [gr.Image(label=analyser.map_label(name), elem_id=name.replace(
-                    "_", ""), **SHOWN) for name in lead]
+                lead_imgs = [gr.Image(label=title, elem_id=name.replace("_", ""), **SHOWN)
+                             for name, title in zip(lead, titles)]
             gr.Markdown("  \n".join(analyser.trust_line(n) for n in (*lead, "raw"))
                         + "  \n" + analyser.rollout_caption + " *Occlusion* greys out each "
                         "patch cell in turn and shows how much the class's probability drops; "
@@ -186,8 +200,7 @@ def build_demo(analyser: Analyser) -> gr.Blocks:
                 class_dd = gr.Dropdown(analyser.labels, value=None,
                                        label="Explain class (default: top-1)")
             with gr.Row():
-                raw_img = gr.Image(label=analyser.map_label("raw") + " of the chosen block "
-                                   "and head", elem_id="raw", **SHOWN)
+                raw_img = gr.Image(label=titles[-1], elem_id="raw", **SHOWN)
                 patch_img = gr.Image(label="Where the selected patch looks",
                                      elem_id="patch", **SHOWN)
                 deletion = gr.Plot(label="Deletion curves for this image", show_label=False,
@@ -210,8 +223,10 @@ def build_demo(analyser: Analyser) -> gr.Blocks:
                      [analysis, label, unsure, patch_state, seen, class_dd, distance, *maps],
                      **ui)
         controls = [analysis, patch_state, fusion, discard, block, head, class_dd]
+        # always_last: while a render runs, the latest setting (e.g. where a dragged slider
+        # stopped) is queued, never dropped (gr.on's default, "once", would drop it)
         gr.on([fusion.change, discard.change, block.change, head.change, class_dd.input],
-              on_controls, controls, maps, **ui)
+              on_controls, controls, maps, trigger_mode="always_last", **ui)
         seen.select(on_select, [analysis, block, head, fusion], [patch_state, seen, patch_img],
                     **ui)
         run.click(batch, files, [table, gallery], api_name="batch", **model)

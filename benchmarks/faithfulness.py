@@ -1,6 +1,6 @@
 """Which map to believe: deletion / insertion AUC and a randomisation sanity check.
 
-    python benchmarks/faithfulness.py --n 1000     # ~25 min on 2 cores; writes faithfulness.json
+    python benchmarks/faithfulness.py --n 1000     # 45-50 min on 2 cores; writes faithfulness.json
     python benchmarks/faithfulness.py --smoke      # a few images, checks the script runs
 
 For N CIFAR-100 test images (fixed seed) every method's map is scored with

@@ -1,7 +1,7 @@
 """Test accuracy under photo-like damage, decoded the way the app decodes uploads.
 
     python benchmarks/robustness.py --data-dir ../shared/data/cifar100            # bundle
-    python benchmarks/robustness.py --model runs/pilot-basic-export --n 1000       # another
+    python benchmarks/robustness.py --model runs/pilot-basic --n 1000              # another
     python benchmarks/robustness.py --smoke
 
 Users' photos are dim, flat, noisy, soft, heavily compressed or tilted; the

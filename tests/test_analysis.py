@@ -127,7 +127,25 @@ def test_lead_maps_follow_the_measured_deletion_scores():
     assert "finds the evidence well" in e.trust_line("rollout")  # 0.5x random
     assert "little better than chance" in e.trust_line("occlusion")  # 0.95x
     assert "no better than chance" in e.trust_line("raw")
-    assert "deletion 0.150 (random 0.200)" in e.map_label("class_map")
+    assert e.map_label("class_map") == "Class map · deletion 0.150"
+    assert unmeasured.map_label("class_map") == "Class map"
+
+
+def test_map_labels_quote_the_score_of_the_setting_shown():
+    model = vit.build_vit(vit.get_preset("tiny"))
+    info = ModelInfo(source="t", faithfulness=_faithfulness(
+        random=0.2, rollout=0.1, rollout_max=0.12, **{"rollout_min_d0.9": 0.13}, raw=0.21))
+    e = Analyser(model, vit.data.CIFAR100_LABELS, info, warmup=False)
+    last = e.predictor.num_blocks
+    assert e.map_label("rollout") == "Attention rollout · deletion 0.100"
+    assert "deletion 0.120" in e.map_label("rollout", fusion="max", discard=0.0)
+    assert "deletion 0.130" in e.map_label("rollout", fusion="min", discard=0.9)
+    assert "not scored at this setting" in e.map_label("rollout", fusion="max", discard=0.3)
+    assert e.map_label("raw", block=last) == (
+        f"Raw attention, block {last}, all heads · deletion 0.210")
+    for setting in (dict(block=1), dict(block=last, head=0), dict(fusion="max")):
+        assert "not scored at this setting" in e.map_label("raw", **setting), setting
+    assert "block 1, head 2" in e.map_label("raw", block=1, head=1)
 
 
 def test_not_sure_below_the_threshold_only():

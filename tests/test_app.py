@@ -169,6 +169,7 @@ def test_explain_validates_options_before_running_the_model(client):
 def test_pictures_go_out_as_fast_lossless_png():
     import io
 
+    import gradio as gr
     from gradio import processing_utils
 
     import app
@@ -176,12 +177,23 @@ def test_pictures_go_out_as_fast_lossless_png():
     rng = np.random.default_rng(0)
     picture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     probs = np.zeros((100,), np.float32)  # not a picture: left alone
-    out = app.lossless(lambda: (picture, probs, "caption", [(picture, "in a gallery")]))()
-    image, untouched, caption, gallery = out
-    assert untouched is probs and caption == "caption"
-    for pil in (image, gallery[0][0]):
+    out = app.lossless(lambda: (picture, probs, "caption", [(picture, "in a gallery")],
+                                gr.update(value=picture, label="titled")))()
+    image, untouched, caption, gallery, update = out
+    assert untouched is probs and caption == "caption" and update["label"] == "titled"
+    for pil in (image, gallery[0][0], update["value"]):
         encoded = processing_utils.encode_pil_to_bytes(pil, "png")  # what Gradio runs
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoded))), picture)
         fast = io.BytesIO()
         Image.fromarray(picture).save(fast, "PNG", compress_level=app.PNG_LEVEL)
         assert encoded == fast.getvalue()
+
+
+def test_moving_a_control_never_drops_its_last_setting():
+    """A render is pending while a slider is dragged: the last value must still run."""
+    import app
+
+    demo = app.build_demo(Analyser.from_spec(None, warmup=False))
+    renders = [d for d in demo.config["dependencies"]
+               if {t[1] for t in d["targets"]} >= {"change", "input"}]
+    assert len(renders) == 1 and renders[0]["trigger_mode"] == "always_last"

@@ -68,6 +68,17 @@ def test_upload_classify_overlay_and_patch_click(page):
     assert image_src(page, "seen") != before_seen  # the clicked patch is outlined
     page.screenshot(path=str(shots() / "explore.png"), full_page=True)
 
+    # another head fusion: the rollout redraws and its title quotes that setting's score
+    title = page.locator("#rollout [data-testid='block-label']")
+    before_title, before_rollout = title.inner_text(), image_src(page, "rollout")
+    page.get_by_label("max", exact=True).check()
+    page.wait_for_function(
+        "([id, old]) => { const i = document.querySelector(`#${id} img`); "
+        "return i && i.getAttribute('src') !== old; }", arg=["rollout", before_rollout],
+        timeout=30_000)
+    assert title.inner_text() != before_title
+    page.get_by_label("mean", exact=True).check()  # back as it was, for the tests after
+
 
 def test_a_doubtful_guess_says_not_sure_and_lists_the_classes(page, tmp_path):
     from PIL import Image
@@ -91,7 +102,12 @@ def test_a_doubtful_guess_says_not_sure_and_lists_the_classes(page, tmp_path):
 def test_bad_upload_shows_a_clear_message(page, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    assert page.locator("#top5 .output-class").count() == 1  # the previous image's result
     page.locator("#upload input[type=file]").set_input_files(str(bad))
-    toast = page.get_by_text("not an image Pillow can read", exact=False)
-    toast.first.wait_for(timeout=30_000)
+    # said where it stays (not a fading toast), and the previous results are gone
+    message = page.locator("#unsure").get_by_text("not an image Pillow can read", exact=False)
+    message.wait_for(timeout=30_000)
+    assert "Can't read this image" in page.locator("#unsure").inner_text()
+    page.wait_for_function("() => !document.querySelector('#top5 .output-class') && "
+                           "!document.querySelector('#rollout img')", timeout=10_000)
     page.screenshot(path=str(shots() / "bad-upload.png"), full_page=False)

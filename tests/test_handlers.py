@@ -105,3 +105,19 @@ def test_batch_reports_each_file_and_keeps_going(analyser, tmp_path):
 def test_head_choices_round_trip():
     choices = handlers.head_choices(4)
     assert [handlers.head_index(c) for c in choices] == [None, 0, 1, 2, 3]
+
+
+def test_map_labels_follow_the_controls(analyser):
+    last = analyser.predictor.num_blocks
+    default = handlers.map_labels(analyser, "mean", 0.0, last, handlers.ALL_HEADS)
+    assert len(default) == len(analyser.lead_maps()) + 1
+    assert [label.split(" ·")[0] for label in default[:-1]] == [
+        {"occlusion": "Occlusion", "class_map": "Class map",
+         "rollout": "Attention rollout"}[name] for name in analyser.lead_maps()]
+    assert default[-1].startswith(f"Raw attention, block {last}, all heads")
+    moved = handlers.map_labels(analyser, "max", 0.3, 2, "head 3")
+    at = analyser.lead_maps().index("rollout")
+    assert moved[at] != default[at] and moved[-1].startswith("Raw attention, block 2, head 3")
+    # the bundled model ships its faithfulness scores: default settings quote them
+    assert "not scored at this setting" in moved[at] and "not scored" in moved[-1]
+    assert all("· deletion 0." in label for label in default)

@@ -187,15 +187,37 @@ class Analyser:
         scores = {name: self.dataset_deletion(name) for name in LEAD_MAPS}
         return sorted(LEAD_MAPS, key=lambda n: (scores[n] is None, scores[n] or 0, order[n]))
 
-    def map_label(self, method: str) -> str:
-        """A map's title with its dataset-level deletion score, when measured."""
-        titles = {"occlusion": "Occlusion: what the model used",
-                  "class_map": "Class map (gradient-weighted)",
-                  "rollout": "Attention rollout", "raw": "Raw attention"}
-        score, floor = self.dataset_deletion(method), self.dataset_deletion("random")
-        if score is None or floor is None:
-            return titles[method]
-        return f"{titles[method]} · deletion {score:.3f} (random {floor:.3f})"
+    def scored_name(self, method: str, fusion: str = "mean", discard: float = 0.0,
+                    block: int | None = None, head: int | None = None) -> str | None:
+        """faithfulness.json's name for a map at these settings; None if not scored there.
+
+        The benchmark scores rollout at each fusion with discard 0 and 0.9, and raw
+        attention of the last block with the heads averaged (block counts from 1).
+        """
+        if method == "rollout":
+            cut = {0.0: "", 0.9: "_d0.9"}.get(round(float(discard), 2))
+            return None if cut is None else (
+                "rollout" + ("" if fusion == "mean" else f"_{fusion}") + cut)
+        if method == "raw":
+            last = block in (None, self.predictor.num_blocks)
+            return "raw" if last and head is None and fusion == "mean" else None
+        return method
+
+    def map_label(self, method: str, **setting) -> str:
+        """A map's title with the deletion score of the map as set (`scored_name`'s
+        settings), so a label never quotes a score measured on another setting.
+        Short enough to sit beside the image's buttons; the trust lines say the rest."""
+        title = MAP_NAMES[method]
+        if method == "raw":
+            block = setting.get("block") or self.predictor.num_blocks
+            head = setting.get("head")
+            title += f", block {block}, " + ("all heads" if head is None else f"head {head + 1}")
+        if self.dataset_deletion("random") is None:
+            return title
+        name = self.scored_name(method, **setting)
+        score = self.dataset_deletion(name) if name else None
+        return f"{title} · " + ("not scored at this setting" if score is None
+                                else f"deletion {score:.3f}")
 
     def trust_line(self, method: str) -> str:
         """One plain sentence: how well this map found the evidence, on test images."""
@@ -209,7 +231,8 @@ class Analyser:
                    "does little better than chance" if ratio < 1.0 else
                    "does no better than chance")
         return (f"**{MAP_NAMES.get(method, method)}** {verdict}: greying out the cells it "
-                f"marks first lowers the model's confidence with a deletion score of "
+                f"marks first lowers the model's confidence in its top-1 class with a "
+                f"deletion score of "
                 f"{score:.3f}, against {floor:.3f} for cells in random order (lower is "
                 f"better; {n} test images).")
 

@@ -210,7 +210,7 @@ PRESETS: dict[str, ViTConfig] = {
     # per-image TrivialAugment (vit.augment), mixup/CutMix, 300 epochs.
     # TrivialAugment is here for robustness to photos: in the 30-epoch CPU pilot
     # on `compact` (README) it cut the worst loss under photo damage from 29.8
-    # to 8.9 points, at 2.9 points of clean top-1 that a 10x longer schedule is
+    # to 8.9 points, at 2.5 points of test top-1 that a 10x longer schedule is
     # expected to win back (published results, not measured here). Not
     # trained here (2-core CPU: ~10 img/s); a one-epoch bf16 + XLA smoke run is
     # in tests/test_training.py.

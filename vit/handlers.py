@@ -101,6 +101,15 @@ def render(analyser: Analyser, a: Analysis, patch: int, fusion: str, discard: fl
         analyser.deletion_plot(a, grids, c)])
 
 
+def map_labels(analyser: Analyser, fusion: str, discard: float, block: int,
+               head: str | None) -> list[str]:
+    """Titles of render()'s lead maps and raw map, each with the score of its setting."""
+    setting = {"rollout": dict(fusion=fusion, discard=discard),
+               "raw": dict(fusion=fusion, block=int(block), head=head_index(head))}
+    return [analyser.map_label(name, **setting.get(name, {}))
+            for name in (*analyser.lead_maps(), "raw")]
+
+
 def new_upload(analyser: Analyser, source, fusion: str, discard: float, block: int,
                head: str | None) -> Page:
     """A new picture: classify it, explain its top-1 class. Raises UserError."""
