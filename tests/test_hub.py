@@ -98,6 +98,25 @@ def test_a_mistyped_local_path_is_not_taken_for_a_hub_repo(hub, env, tmp_path):
     assert out["explicit"] == ["runs/compact", "v1"]  # hf:// always means the Hub
 
 
+def test_a_push_removes_model_files_the_folder_no_longer_has(hub, env, tmp_path):
+    run_client('''
+        from huggingface_hub import HfApi
+        work = make_folder(sys.argv[1])
+        with open(os.path.join(work, "faithfulness.json"), "w") as f:
+            json.dump({"n": 1, "methods": {}}, f)
+        hub.push_model_folder(work, "user/refreshed")
+        HfApi().upload_file(path_or_fileobj=b"my notes", path_in_repo="NOTES.md",
+                            repo_id="user/refreshed")
+        os.remove(os.path.join(work, "faithfulness.json"))  # new weights, not yet measured
+        hub.push_model_folder(work, "user/refreshed", commit_message="new weights")
+        result({})
+    ''', env, tmp_path / "work")
+    files = hub.files("user/refreshed")
+    assert "faithfulness.json" not in files  # it described the old weights
+    assert files["NOTES.md"] == b"my notes"  # not ours: kept
+    assert {"model.weights.h5", "labels.json", "README.md"} <= set(files)
+
+
 # ---------------------------------------------------------------- (b) pinned revisions
 def test_pinned_revision_and_offline_cache(hub, env, tmp_path):
     out = run_client('''

@@ -100,6 +100,9 @@ def push_model_folder(folder: str, repo_id: str, *, private: bool = False, token
                       commit_message: str = "Upload ViT CIFAR-100 model") -> hf.CommitInfo:
     """Create `repo_id` if needed and upload `folder` (minus checkpoint/) in one commit.
 
+    The commit makes the repo's model files (MODEL_FILES) exactly the folder's:
+    one the folder lacks is deleted, so no record of older weights outlives them.
+
     README.md is regenerated first so the card's usage snippet names `repo_id`.
     Returns huggingface_hub's CommitInfo (a str: the commit URL; `.oid` is the sha,
     `.repo_url` the repo's URL). `revision` uploads to that branch (created from
@@ -116,8 +119,11 @@ def push_model_folder(folder: str, repo_id: str, *, private: bool = False, token
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
+        # delete_patterns: a model file the folder no longer has (e.g. faithfulness.json
+        # measured on the previous weights) goes too; files the owner added stay
         return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
-                                 commit_message=commit_message, ignore_patterns=UPLOAD_IGNORE)
+                                 commit_message=commit_message, ignore_patterns=UPLOAD_IGNORE,
+                                 delete_patterns=MODEL_FILES)
     except (HfHubHTTPError, _httpx.HTTPError, OfflineModeIsEnabled, OSError) as exc:
         raise _hub_error(exc, what) from None
 
