@@ -73,3 +73,7 @@ def test_each_part_validates_itself():
         Recipe(augment="strong")
     with pytest.raises(ValueError, match="probability"):
         Recipe(resample_prob=1.5)
+    for ops in (0, 7):  # a 7th op round would share the next step's seeds
+        with pytest.raises(ValueError, match="augment_ops must be 1 to 6"):
+            Recipe(augment="trivial", augment_ops=ops)
+    assert Recipe(augment="trivial", augment_ops=6).augment_ops == 6

@@ -23,6 +23,8 @@ FILL_VALUE = 128.0
 
 
 def _seed(base, k):
+    """The k-th draw site's seed for this batch: 16 slots per step, so k must stay
+    below 16 (0-8 fixed sites, 10-15 the op rounds: config.MAX_AUGMENT_OPS)."""
     return tf.stack([base[0], base[1] * 16 + k])
 
 
@@ -52,7 +54,9 @@ def random_resample(images, seed, prob, max_factor=8.0):
     ~2 points on test images merely upscaled and shrunk back (README,
     "Uploads"). Here the chosen images are upscaled by a random factor in
     [2, max_factor] (bicubic) and shrunk back with antialiased Lanczos, as
-    `vit.images.to_model_input` does, so the blur becomes familiar.
+    `vit.images.to_model_input` does, so the blur becomes familiar. The
+    choice is per image; the factor is drawn once per batch (one resize for
+    the whole batch), so over an epoch every factor is still seen.
     """
     if prob <= 0:
         return images

@@ -94,6 +94,7 @@ class Architecture:
 
 # what Recipe.augment (and data.train_dataset) accept; "trivial" is vit.augment.trivial_augment
 AUGMENT_POLICIES = ("none", "basic", "trivial")
+MAX_AUGMENT_OPS = 6  # op rounds per image that get their own seed slot (vit.augment._seed)
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Recipe:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     augment: str = "basic"  # none | basic (crop+flip) | trivial (+TrivialAugment, vit.augment)
-    augment_ops: int = 1  # augment="trivial": ops per image (1 = TrivialAugment)
+    augment_ops: int = 1  # augment="trivial": ops per image (1 = TrivialAugment), at most 6
     # share of training images sent through an upscale + antialiased shrink
     # round trip (robustness to how uploads are resized; see augment.random_resample)
     resample_prob: float = 0.0
@@ -123,8 +124,10 @@ class Recipe:
         if self.augment not in AUGMENT_POLICIES:
             raise ValueError(f"unknown augment {self.augment!r} "
                              f"({' | '.join(AUGMENT_POLICIES)})")
-        if self.augment_ops < 1:
-            raise ValueError("augment_ops must be at least 1")
+        if not 1 <= self.augment_ops <= MAX_AUGMENT_OPS:
+            # each op round draws from its own slot of the batch's 16 seed slots
+            # (vit.augment._seed); a 7th would reuse the next step's crop seed
+            raise ValueError(f"augment_ops must be 1 to {MAX_AUGMENT_OPS}, got {self.augment_ops}")
         if not 0.0 <= self.resample_prob <= 1.0:
             raise ValueError(f"resample_prob {self.resample_prob} is not a probability")
 
