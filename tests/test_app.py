@@ -157,7 +157,8 @@ def test_share_offline_prints_one_line_and_keeps_serving():
         assert len(result["confidences"]) == 5
 
 
-def test_explain_validates_options_before_running_the_model(client):
+def test_explain_rejects_bad_options_through_the_api(client):
+    # (that they are checked before the model runs: tests/test_handlers.py)
     for args, message in [(("mean", 1.5, 0, 0, ""), "discard_ratio"),
                           (("mean", 0.0, 0, 9, ""), "head must be"),
                           (("median", 0.0, 0, 0, ""), "median"),  # Gradio checks the choices

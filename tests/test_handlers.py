@@ -28,7 +28,11 @@ def test_classify_gives_the_calibrated_top5(analyser):
     (dict(discard_ratio=1.0), r"discard_ratio must be in \[0, 1\)"),
     (dict(class_name="unicorn"), "unknown class 'unicorn'"),
 ])
-def test_explain_rejects_bad_options_in_words(analyser, kwargs, message):
+def test_explain_rejects_bad_options_in_words(analyser, kwargs, message, monkeypatch):
+    def model_ran(*args, **kwargs):
+        raise AssertionError("the model ran before the options were checked")
+
+    monkeypatch.setattr(analyser, "analyse", model_ran)  # checked first: no wasted model run
     with pytest.raises(handlers.UserError, match=message):
         handlers.explain(analyser, APPLE, **kwargs)
 

@@ -122,9 +122,21 @@ def test_gradient_rollout_end_to_end(predictor, images):
 
     _, attention = predictor.predict(images[:1])
     attn = [block[0] for block in attention]
-    grads = predictor.class_gradients(images[0], 5)
-    heat = explain.gradient_rollout(attn, grads, has_class_token=predictor.has_class_token)
-    assert heat.shape == (4, 4) and np.isfinite(heat).all() and heat.max() == 1.0
+    assert predictor.has_class_token
+    maps = {}
+    for c in (5, 6):
+        grads = predictor.class_gradients(images[0], c)
+        heat = explain.gradient_rollout(attn, grads, has_class_token=True)
+        # Chefer et al.'s rule written out head by head: R = I; R += mean_h relu(g*A) @ R
+        relevance = np.eye(17)
+        for a, g in zip(attn, grads, strict=True):
+            heads = [np.maximum(g[h].astype(np.float64) * a[h], 0) for h in range(len(a))]
+            relevance = relevance + (sum(heads) / len(heads)) @ relevance
+        row = (relevance - np.eye(17))[0, 1:].reshape(4, 4)  # [CLS] row over the patches
+        assert row.max() > 0
+        np.testing.assert_allclose(heat, row / row.max(), atol=1e-6)
+        maps[c] = heat
+    assert not np.allclose(maps[5], maps[6])  # each class gets its own map
 
 
 def test_calls_during_a_background_warmup_run_eagerly_with_the_same_answers(model, predictor,

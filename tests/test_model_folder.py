@@ -29,10 +29,15 @@ def test_bundled_weights_reach_their_documented_accuracy(real_cifar):
     metrics = json.loads(open(os.path.join(model_folder.BUNDLED_DIR, "metrics.json")).read())
     model = model_folder.load_pretrained()
     measured = evaluate(model, cifar.x_test, cifar.y_test)
-    assert measured["test_top1"] == pytest.approx(metrics["test_top1"], abs=0.005)
-    assert measured["test_top5"] == pytest.approx(metrics["test_top5"], abs=0.005)
+    # the same deterministic CPU evaluation as at export: at most 2 of 10,000 images apart
+    assert measured["test_top1"] == pytest.approx(metrics["test_top1"], abs=2e-4)
+    assert measured["test_top5"] == pytest.approx(metrics["test_top5"], abs=2e-4)
     readme = (ROOT / "README.md").read_text()
-    assert f"{100 * metrics['test_top1']:.1f}%" in readme  # the README states this figure
+    bundled_row = next(line for line in readme.splitlines()
+                       if line.startswith("| `compact`, bundled (`vit/weights/`)")).replace("**", "")
+    top1, top5 = metrics["test_top1"], metrics["test_top5"]  # the README's table states them
+    assert f"{100 * top1:.1f}% ({top1:.4f})" in bundled_row, bundled_row
+    assert f"{100 * top5:.1f}% ({top5:.4f})" in bundled_row, bundled_row
     assert np.isfinite(measured["test_loss"])
 
 
