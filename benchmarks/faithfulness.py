@@ -36,8 +36,9 @@ import time
 import numpy as np
 from _common import add_model_args, chosen_folder, flip_setting, print_table
 
-ROLLOUTS = {f"rollout{'' if f == 'mean' else '_' + f}{'' if d == 0 else '_d0.9'}": (f, d)
-            for d in (0.0, 0.9) for f in ("mean", "max", "min")}
+from vit.faithfulness import rollout_name
+
+ROLLOUTS = {rollout_name(f, d): (f, d) for d in (0.0, 0.9) for f in ("mean", "max", "min")}
 DESCRIPTIONS = {
     "random": "cells in random order: the floor every map must beat",
     "raw": "raw attention of the last block, [CLS] row, heads averaged",

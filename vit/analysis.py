@@ -189,15 +189,12 @@ class Analyser:
 
     def scored_name(self, method: str, fusion: str = "mean", discard: float = 0.0,
                     block: int | None = None, head: int | None = None) -> str | None:
-        """faithfulness.json's name for a map at these settings; None if not scored there.
-
-        The benchmark scores rollout at each fusion with discard 0 and 0.9, and raw
-        attention of the last block with the heads averaged (block counts from 1).
-        """
-        if method == "rollout":
-            cut = {0.0: "", 0.9: "_d0.9"}.get(round(float(discard), 2))
-            return None if cut is None else (
-                "rollout" + ("" if fusion == "mean" else f"_{fusion}") + cut)
+        """faithfulness.json's name for a map at these settings; None if it cannot be
+        scored there. The benchmark scores rollout at each fusion with discard 0 and
+        0.9, and raw attention of the last block with the heads averaged (block
+        counts from 1)."""
+        if method == "rollout":  # an unscored setting's name is simply not in the file
+            return faithfulness.rollout_name(fusion, round(float(discard), 2))
         if method == "raw":
             last = block in (None, self.predictor.num_blocks)
             return "raw" if last and head is None and fusion == "mean" else None

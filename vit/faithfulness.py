@@ -36,6 +36,14 @@ from .images import pixels_uint8
 STEP = 4  # cells per curve step: 64 cells -> 17 points from 0 to 64 cells
 
 
+def rollout_name(fusion: str, discard: float) -> str:
+    """The name faithfulness.json gives attention rollout at these settings
+    ("rollout", "rollout_max", "rollout_min_d0.9", ...): the benchmark writes it,
+    the app looks scores up by it."""
+    return f"rollout{'' if fusion == 'mean' else '_' + fusion}" + (
+        "" if discard == 0 else f"_d{discard:g}")
+
+
 def check_class_index(class_index, num_classes: int, top1: bool = False) -> int:
     """The index as an int, or ValueError if it names no class.
 
