@@ -1,13 +1,18 @@
 # make demo   - create .venv, install, run the Gradio demo on the bundled weights
 # make test   - create .venv, install (+ Chromium on Debian/Ubuntu as root), run all tests
 # make train  - train the default (compact) preset on CIFAR-100
+# make bundle RUN=runs/FOLDER - make a finished run the bundled model (vit/weights/) and
+#               regenerate what derives from it (faithfulness.json, screenshot); figures -> runs/figures/
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= $(or $(CIFAR100_DIR),$(wildcard ../shared/data/cifar100))
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test test-fast train bench install install-dev chromium clean
+.PHONY: demo test test-fast train bench bundle install install-dev chromium clean
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+FIGURES := runs/figures
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
@@ -44,6 +49,27 @@ train: $(VENV)/.runtime
 bench: $(VENV)/.runtime
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/accuracy.py $(if $(DATA),--data-dir $(DATA))
+
+# Order matters: the page's trust lines and map titles read faithfulness.json,
+# so it is measured before the browser test takes the screenshot.
+ifneq ($(filter bundle,$(MAKECMDGOALS)),)
+ifeq ($(RUN),)
+$(error usage: make bundle RUN=runs/FOLDER (a finished train.py or average_checkpoints.py folder))
+endif
+ifeq ($(DATA),)
+$(error make bundle: no CIFAR-100 folder; set CIFAR100_DIR)
+endif
+endif
+bundle: $(VENV)/.dev chromium
+	$(PY) scripts/bundle_weights.py $(RUN) --data-dir $(DATA)
+	mkdir -p $(FIGURES)
+	$(PY) benchmarks/accuracy.py --data-dir $(DATA) --uploads | tee $(FIGURES)/accuracy.txt
+	$(PY) benchmarks/robustness.py --data-dir $(DATA) | tee $(FIGURES)/robustness.txt
+	$(PY) benchmarks/inference.py | tee $(FIGURES)/inference.txt
+	$(PY) benchmarks/calibration.py --data-dir $(DATA) | tee $(FIGURES)/calibration.txt
+	$(PY) benchmarks/faithfulness.py --data-dir $(DATA) --n 1000 | tee $(FIGURES)/faithfulness.txt
+	SCREENSHOT_DIR=$(FIGURES) $(PY) -m pytest -q tests/test_browser.py
+	cp $(FIGURES)/explore.png docs/screenshot.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache

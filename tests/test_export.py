@@ -262,3 +262,26 @@ def test_bundling_a_bad_run_leaves_the_bundle_untouched(tiny, tmp_path):
         assert result.returncode == 1 and "error:" in result.stderr, result.stderr[-2000:]
         assert contents() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left behind
+
+
+def test_make_bundle_regenerates_what_the_bundle_feeds_in_order(tmp_path):
+    """`make bundle` swaps the model in first and measures faithfulness before the
+    browser test takes the screenshot (the page's trust lines read faithfulness.json);
+    without RUN it refuses before touching vit/weights."""
+    def dry_run(*args):
+        return subprocess.run(["make", "-n", "bundle", *args, f"CIFAR100_DIR={tmp_path}"],
+                              cwd=ROOT, capture_output=True, text=True)
+
+    plan = dry_run("RUN=runs/some-run").stdout.splitlines()
+    steps = ["scripts/bundle_weights.py runs/some-run", "benchmarks/accuracy.py",
+             "benchmarks/robustness.py", "benchmarks/calibration.py",
+             "benchmarks/faithfulness.py", "tests/test_browser.py", "docs/screenshot.png"]
+    where = [next((i for i, line in enumerate(plan) if step in line), None) for step in steps]
+    assert None not in where, (steps, plan)
+    assert where == sorted(where), plan
+    assert f"--data-dir {tmp_path}" in plan[where[0]] and f"--data-dir {tmp_path}" in plan[where[1]]
+
+    refused = subprocess.run(["make", "bundle", f"CIFAR100_DIR={tmp_path}"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "usage: make bundle RUN=" in refused.stderr
+    assert not [line for line in refused.stdout.splitlines() if "python" in line]
