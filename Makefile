@@ -50,8 +50,6 @@ bench: $(VENV)/.runtime
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/accuracy.py $(if $(DATA),--data-dir $(DATA))
 
-# Order matters: the page's trust lines and map titles read faithfulness.json,
-# so it is measured before the browser test takes the screenshot.
 ifneq ($(filter bundle,$(MAKECMDGOALS)),)
 ifeq ($(RUN),)
 $(error usage: make bundle RUN=runs/FOLDER (a finished train.py or average_checkpoints.py folder))
@@ -60,6 +58,8 @@ ifeq ($(DATA),)
 $(error make bundle: no CIFAR-100 folder; set CIFAR100_DIR)
 endif
 endif
+# Order matters: the page's trust lines and map titles read faithfulness.json,
+# so it is measured before the browser test takes the screenshot.
 bundle: $(VENV)/.dev chromium
 	$(PY) scripts/bundle_weights.py $(RUN) --data-dir $(DATA)
 	mkdir -p $(FIGURES)

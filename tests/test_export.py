@@ -268,11 +268,8 @@ def test_make_bundle_regenerates_what_the_bundle_feeds_in_order(tmp_path):
     """`make bundle` swaps the model in first and measures faithfulness before the
     browser test takes the screenshot (the page's trust lines read faithfulness.json);
     without RUN it refuses before touching vit/weights."""
-    def dry_run(*args):
-        return subprocess.run(["make", "-n", "bundle", *args, f"CIFAR100_DIR={tmp_path}"],
-                              cwd=ROOT, capture_output=True, text=True)
-
-    plan = dry_run("RUN=runs/some-run").stdout.splitlines()
+    plan = subprocess.run(["make", "-n", "bundle", "RUN=runs/some-run", f"CIFAR100_DIR={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
     steps = ["scripts/bundle_weights.py runs/some-run", "benchmarks/accuracy.py",
              "benchmarks/robustness.py", "benchmarks/calibration.py",
              "benchmarks/faithfulness.py", "tests/test_browser.py", "docs/screenshot.png"]
